@@ -1,0 +1,35 @@
+# eselake: `make demo` runs the whole chain on simulated DSA-110 data, `make test` runs the test suite.
+# Both create .venv and install everything they need from the package registries.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test venv system-deps clean bench
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[radio,dev]'
+	touch $(STAMP)
+
+# Optional system packages (headless Chromium for the browser test). Best effort: needs root and apt-get;
+# the tests that need them skip cleanly when they are absent.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "system-deps: could not install chromium; browser tests will skip"; fi
+
+demo: $(STAMP)
+	$(BIN)/eselake demo --out demo-out
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b; done
+
+clean:
+	rm -rf $(VENV) demo-out lake .pytest_cache

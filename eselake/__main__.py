@@ -1,0 +1,3 @@
+from eselake.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""Lake layout: datasets, their Arrow schemas, partitions and file names.
+
+A lake is one folder::
+
+    LAKE/images/night=YYYY-MM-DD/<image_id>~<ingest_id>.parquet      one row per ingested image
+    LAKE/photometry/night=YYYY-MM-DD/<image_id>~<ingest_id>.parquet  one row per source per image
+    LAKE/catalog_sources/catalog=<name>/<load_id>.parquet            catalogue sources
+    LAKE/reviews/<review_id>.parquet                                  append-only candidate reviews
+
+``night`` is the UTC date of the observation mid-time. Files are immutable: a re-ingest writes new files
+under a new ``ingest_id`` and the ``images`` row is the commit marker (see ``eselake.lake.write``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+from astropy.time import Time
+
+UTC_TS = pa.timestamp("us", tz="UTC")
+
+IMAGES_SCHEMA = pa.schema([
+    ("image_id", pa.string()),
+    ("ingest_id", pa.string()),
+    ("path", pa.string()),
+    ("kind", pa.string()),                 # image | mosaic
+    ("mjd", pa.float64()),                 # observation mid-time, MJD (UTC)
+    ("exposure_s", pa.float64()),
+    ("freq_hz", pa.float64()),
+    ("bmaj_deg", pa.float64()),
+    ("bmin_deg", pa.float64()),
+    ("bpa_deg", pa.float64()),
+    ("rms_jyb", pa.float64()),             # robust (sigma-clipped) image rms, Jy/beam
+    ("ra_center_deg", pa.float64()),
+    ("dec_center_deg", pa.float64()),
+    ("n_sources", pa.int32()),
+    ("file_size", pa.int64()),
+    ("file_mtime", pa.float64()),
+    ("ingested_at", UTC_TS),
+    ("pipeline_version", pa.string()),
+])
+
+PHOTOMETRY_SCHEMA = pa.schema([
+    ("source_id", pa.string()),
+    ("image_id", pa.string()),
+    ("ingest_id", pa.string()),
+    ("image_path", pa.string()),
+    ("mjd", pa.float64()),
+    ("ra_deg", pa.float64()),
+    ("dec_deg", pa.float64()),
+    ("peak_jyb", pa.float64()),
+    ("peak_err_jyb", pa.float64()),
+    ("local_rms_jyb", pa.float64()),
+    ("snr", pa.float64()),
+    ("chi2", pa.float64()),
+    ("dof", pa.int32()),
+    ("flags", pa.int32()),                 # bitmask, see eselake.ingest.photometry.FLAGS
+    ("blend_group", pa.int32()),
+    ("catalog_flux_mjy", pa.float64()),
+    ("sep_from_center_deg", pa.float64()),
+    ("freq_hz", pa.float64()),
+])
+
+CATALOG_SCHEMA = pa.schema([
+    ("source_id", pa.string()),
+    ("name", pa.string()),
+    ("ra_deg", pa.float64()),
+    ("dec_deg", pa.float64()),
+    ("flux_mjy", pa.float64()),
+    ("flux_err_mjy", pa.float64()),
+    ("major_arcsec", pa.float64()),
+    ("minor_arcsec", pa.float64()),
+    ("pa_deg", pa.float64()),
+    ("loaded_at", UTC_TS),
+])
+
+REVIEWS_SCHEMA = pa.schema([
+    ("source_id", pa.string()),
+    ("status", pa.string()),               # active | investigated | dismissed
+    ("notes", pa.string()),
+    ("reviewer", pa.string()),
+    ("reviewed_at", UTC_TS),
+])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    schema: pa.Schema
+    partition: str | None      # hive partition column (VARCHAR), or None
+
+
+DATASETS = {
+    "images": Dataset("images", IMAGES_SCHEMA, "night"),
+    "photometry": Dataset("photometry", PHOTOMETRY_SCHEMA, "night"),
+    "catalog_sources": Dataset("catalog_sources", CATALOG_SCHEMA, "catalog"),
+    "reviews": Dataset("reviews", REVIEWS_SCHEMA, None),
+}
+
+TMP_SUFFIX = ".tmp"
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def night_of(mjd: float) -> str:
+    """Partition value: UTC date (YYYY-MM-DD) of an MJD."""
+    return Time(mjd, format="mjd", scale="utc").to_datetime().strftime("%Y-%m-%d")
+
+
+def image_id_for(path: str | os.PathLike) -> str:
+    """Stable image id: the file stem (made filesystem-safe) plus a hash of the absolute path."""
+    p = Path(path).resolve()
+    digest = hashlib.sha1(str(p).encode()).hexdigest()[:10]
+    stem = _SAFE.sub("_", p.name.removesuffix(".fits"))[:80]
+    return f"{stem}-{digest}"
+
+
+def new_ingest_id() -> str:
+    """Time-ordered unique id of one write (sorts by creation time)."""
+    return f"{time.time_ns():016x}{uuid.uuid4().hex[:8]}"
+
+
+def safe_name(text: str) -> str:
+    return _SAFE.sub("_", text)[:120]

@@ -1,0 +1,77 @@
+"""Offline configuration for astropy, CASA and DuckDB, applied once when eselake is imported.
+
+eselake runs on observatory nodes without internet: nothing here may try to download.
+- astropy: IERS auto-download off (the bundled astropy-iers-data tables are used, with degraded
+  accuracy allowed outside their range), no internet for the data cache or the site registry.
+- CASA (casatools/casatasks): a site config (CASASITECONFIG) pointing at the ``casadata`` package,
+  measures/data auto-updates off, logs under the eselake cache folder instead of the working directory.
+- DuckDB: extensions are never installed automatically (parquet, json and icu are built in).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+_applied = False
+
+
+def cache_dir() -> Path:
+    """Per-user folder for eselake's generated config and the CASA log (``$ESELAKE_CACHE``)."""
+    base = os.environ.get("ESELAKE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "eselake")
+    path = Path(base)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _configure_astropy() -> None:
+    from astropy.utils import iers
+    from astropy.utils.data import conf as data_conf
+
+    iers.conf.auto_download = False
+    iers.conf.auto_max_age = None
+    iers.conf.iers_degraded_accuracy = "warn"
+    data_conf.allow_internet = False
+
+
+def casa_site_config() -> Path | None:
+    """Write (if changed) and return the CASA site config, or None when casadata is not installed."""
+    spec = importlib.util.find_spec("casadata")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    datapath = os.path.join(list(spec.submodule_search_locations)[0], "__data__")
+    root = cache_dir()
+    (root / "casa").mkdir(exist_ok=True)
+    text = (
+        "# Written by eselake.offline: CASA data from the casadata package, never updated online.\n"
+        f"measurespath = {datapath!r}\n"
+        f"datapath = [{datapath!r}]\n"
+        "measures_auto_update = False\n"
+        "data_auto_update = False\n"
+        "skipnetworkcheck = True\n"
+        f"cachedir = {str(root / 'casa')!r}\n"
+        f"logfile = {str(root / 'casa' / 'casa.log')!r}\n"
+        "nologger = True\n"
+        "nogui = True\n"
+    )
+    cfg = root / "casasiteconfig.py"
+    if not cfg.exists() or cfg.read_text() != text:
+        tmp = cfg.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, cfg)
+    return cfg
+
+
+def apply() -> None:
+    """Apply the offline configuration (idempotent)."""
+    global _applied
+    if _applied:
+        return
+    cfg = casa_site_config()
+    if cfg is not None:
+        os.environ["CASASITECONFIG"] = str(cfg)
+    _configure_astropy()
+    _applied = True

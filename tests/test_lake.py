@@ -1,0 +1,116 @@
+"""The lake: atomic idempotent writes, consistent reads during writes, views from any cwd."""
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+
+import pyarrow as pa
+import pytest
+
+from eselake import Lake
+from eselake.errors import LakeError
+
+
+def _image(image_id="img-1", mjd=60300.25):
+    return {"image_id": image_id, "path": f"/data/{image_id}.fits", "mjd": mjd, "freq_hz": 1.4e9,
+            "rms_jyb": 1e-3, "kind": "image"}
+
+
+def _phot(n, value, image_id="img-1", mjd=60300.25):
+    return pa.table({
+        "source_id": [f"SRC {i:05d}" for i in range(n)],
+        "image_id": [image_id] * n,
+        "mjd": [mjd] * n,
+        "peak_jyb": [float(value)] * n,
+        "peak_err_jyb": [0.001] * n,
+    })
+
+
+def test_round_trip(lake):
+    lake.commit_image(_image(), _phot(50, 1.5))
+    df = lake.sql("SELECT source_id, peak_jyb, night, image_path FROM photometry ORDER BY source_id")
+    assert df.height == 50
+    assert df["peak_jyb"].to_list() == [1.5] * 50
+    assert df["night"][0] == "2023-12-22"
+    assert lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 1
+
+
+def test_reingest_replaces_rows(lake):
+    lake.commit_image(_image(), _phot(40, 1.0))
+    lake.commit_image(_image(), _phot(40, 2.0))
+    df = lake.sql("SELECT peak_jyb FROM photometry")
+    assert df.height == 40 and set(df["peak_jyb"]) == {2.0}
+    assert len(lake.files("photometry")) == 1 and len(lake.files("images")) == 1
+    info = lake.info()
+    assert dict(zip(info["dataset"], info["rows"]))["photometry"] == 40
+
+
+def test_uncommitted_photometry_is_invisible(lake):
+    """A photometry file without its images row (a crash between the two writes) is not seen."""
+    from eselake.lake.write import write_parquet_atomic
+    lake.commit_image(_image(), _phot(10, 1.0))
+    orphan = lake.dataset_dir("photometry") / "night=2023-12-22" / "img-1~ffffffffffffffff00000000.parquet"
+    write_parquet_atomic(_phot(10, 9.0).append_column("ingest_id", pa.array(["x"] * 10)), orphan)
+    assert set(lake.sql("SELECT peak_jyb FROM photometry")["peak_jyb"]) == {1.0}
+
+
+def _writer(path, rounds):
+    lake = Lake(path)
+    for k in range(rounds):
+        lake.commit_image(_image(), _phot(300, 1.0 + k % 2))
+
+
+def test_reader_never_sees_a_mix(lake):
+    lake.commit_image(_image(), _phot(300, 1.0))
+    proc = mp.get_context("spawn").Process(target=_writer, args=(str(lake.path), 40))
+    proc.start()
+    seen = set()
+    reader = Lake(lake.path)
+    while proc.is_alive():
+        df = reader.sql("SELECT count(*) AS n, min(peak_jyb) AS lo, max(peak_jyb) AS hi FROM photometry")
+        n, lo, hi = df.row(0)
+        assert n == 300 and lo == hi, f"mixed or partial read: n={n} lo={lo} hi={hi}"
+        seen.add(lo)
+    proc.join()
+    assert proc.exitcode == 0
+    assert seen <= {1.0, 2.0}
+
+
+def test_views_from_another_cwd(lake, tmp_path):
+    lake.commit_image(_image(), _phot(5, 1.0))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = ("from eselake import Lake; import sys; "
+            f"print(Lake({str(lake.path)!r}).sql('SELECT count(*) AS n FROM photometry')['n'][0])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "5"
+    # the view SQL holds absolute paths
+    con = lake.connect()
+    sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'photometry_files'").fetchone()[0]
+    assert str(lake.path) in sql
+
+
+def test_views_are_versioned(lake):
+    views = lake.sql("SELECT view_name, version FROM eselake_views")
+    names = set(views["view_name"])
+    assert {"images", "measurements", "photometry"} <= names
+    assert all(v >= 1 for v in views["version"])
+
+
+def test_lake_path_that_is_a_file(tmp_path):
+    f = tmp_path / "not-a-folder"
+    f.write_text("x")
+    with pytest.raises(LakeError, match="is a file"):
+        Lake(f)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_read_only_lake(tmp_path):
+    root = tmp_path / "ro"
+    root.mkdir()
+    root.chmod(0o555)
+    try:
+        with pytest.raises(LakeError, match="not writable"):
+            Lake(root).commit_image(_image(), _phot(3, 1.0))
+    finally:
+        root.chmod(0o755)
