@@ -71,3 +71,126 @@ def lake_info(lake: Lake) -> None:
     """Rows, files and bytes per dataset."""
     console.print(f"lake: {lake.path}")
     write_frame(lake.info(), "table", None)
+
+
+# ------------------------------------------------------------------------------------------ catalogues
+@main.group("catalog")
+def catalog_group() -> None:
+    """Load and list catalogues (NVSS, FIRST, VLASS, RACS, source lists)."""
+
+
+@catalog_group.command("load")
+@click.argument("catalog", type=click.Choice(["nvss", "first", "vlass", "racs", "sources"],
+                                             case_sensitive=False))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_lake
+def catalog_load(lake: Lake, catalog: str, file: Path) -> None:
+    """Load CATALOG from FILE (FITS, VOTable or CSV), replacing an earlier load of that catalogue."""
+    from eselake.ingest.catalog import load_catalog_file
+
+    table = load_catalog_file(file, catalog)
+    lake.write_catalog(catalog, table)
+    console.print(f"loaded {table.num_rows} {catalog.upper()} sources into {lake.path}")
+
+
+@catalog_group.command("list")
+@pass_lake
+def catalog_list(lake: Lake) -> None:
+    """Catalogues in the lake with their source counts and flux ranges."""
+    write_frame(lake.sql("""
+        SELECT catalog, count(*) AS n_sources, min(flux_mjy) AS min_flux_mjy, max(flux_mjy) AS max_flux_mjy,
+               min(dec_deg) AS min_dec_deg, max(dec_deg) AS max_dec_deg, max(loaded_at) AS loaded_at
+        FROM catalog_sources GROUP BY catalog ORDER BY catalog"""), "table", None)
+
+
+# ------------------------------------------------------------------------------------------ photometry
+@main.group("photometry")
+def photometry_group() -> None:
+    """Forced photometry of catalogue sources on FITS images, into the lake."""
+
+
+def _beam_option(f):
+    return click.option("--beam", nargs=3, type=float, default=None, metavar="BMAJ BMIN BPA",
+                        help="Restoring beam in deg for images without BMAJ/BMIN/BPA keywords")(f)
+
+
+def _print_measured(result) -> None:
+    console.print(f"{result.path.name}: measured {result.n_sources} sources "
+                  f"({result.n_flagged} flagged) at MJD {result.mjd:.5f} -> image {result.image_id}")
+
+
+@photometry_group.command("nvss")
+@click.option("--fits", "fits_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--min-mjy", type=float, default=10.0, show_default=True, help="Catalogue flux limit (mJy)")
+@click.option("--catalog", default="nvss", show_default=True, help="Catalogue loaded in the lake")
+@click.option("--noise-map", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@_beam_option
+@pass_lake
+def photometry_nvss(lake, fits_path, min_mjy, catalog, noise_map, beam) -> None:
+    """Measure all catalogue (NVSS) sources in the field of view of one image."""
+    from eselake.ingest.measure import measure_image
+
+    _print_measured(measure_image(lake, fits_path, catalog=catalog, min_flux_mjy=min_mjy, beam=beam,
+                                  noise_map=noise_map))
+
+
+@photometry_group.command("mosaic")
+@click.option("--fits", "fits_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--radius-deg", type=float, default=1.5, show_default=True, help="Search radius from centre")
+@click.option("--min-flux-mjy", type=float, default=5.0, show_default=True)
+@click.option("--catalog", default="nvss", show_default=True)
+@_beam_option
+@pass_lake
+def photometry_mosaic(lake, fits_path, radius_deg, min_flux_mjy, catalog, beam) -> None:
+    """Measure catalogue sources within a radius of a mosaic's centre."""
+    from eselake.ingest.measure import measure_image
+
+    _print_measured(measure_image(lake, fits_path, catalog=catalog, min_flux_mjy=min_flux_mjy,
+                                  radius_deg=radius_deg, beam=beam, kind="mosaic"))
+
+
+@photometry_group.command("batch")
+@click.option("--source-list", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV with name,ra,dec (or source_id,ra_deg,dec_deg); default: the --catalog in the lake")
+@click.option("--catalog", default="nvss", show_default=True)
+@click.option("--image-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--pattern", default="*.fits", show_default=True)
+@click.option("--min-mjy", type=float, default=None)
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--force", is_flag=True, help="Re-measure images already in the lake")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Also write this run's measurements to a CSV file")
+@_beam_option
+@pass_lake
+def photometry_batch(lake, source_list, catalog, image_dir, pattern, min_mjy, workers, force, output,
+                     beam) -> None:
+    """Measure many sources on every image of a folder (skips psf/residual/model/pb images)."""
+    from rich.progress import Progress
+
+    from eselake.ingest.catalog import load_catalog_file
+    from eselake.ingest.measure import find_images, measure_batch
+
+    images = find_images(image_dir, pattern)
+    if not images:
+        raise click.ClickException(f"no sky images matching {pattern} under {image_dir}")
+    kwargs = dict(min_flux_mjy=min_mjy, beam=beam, skip_existing=not force, catalog=catalog)
+    if source_list is not None:
+        kwargs["sources"] = load_catalog_file(source_list, "sources")
+    with Progress(console=err_console, transient=False) as progress:
+        task = progress.add_task("photometry", total=len(images))
+
+        def on_done(path, result, err):
+            progress.advance(task)
+            if err:
+                progress.console.print(f"[red]failed[/red] {path}: {err}", highlight=False)
+
+        done, errors = measure_batch(lake, images, workers=workers, on_done=on_done, **kwargs)
+    skipped = sum(r.skipped for r in done)
+    console.print(f"{len(done) - skipped} images measured, {skipped} already in the lake, "
+                  f"{len(errors)} failed; {sum(r.n_sources for r in done)} measurements")
+    if output:
+        ids = [r.image_id for r in done]
+        write_frame(lake.sql("SELECT * FROM photometry WHERE image_id IN (SELECT unnest(?)) "
+                             "ORDER BY source_id, mjd", [ids]), "csv", output)
+    if errors:
+        sys.exit(1)

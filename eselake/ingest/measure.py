@@ -1,0 +1,199 @@
+"""Forced photometry of catalogue sources on FITS images, written to the lake (one commit per image)."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from eselake import __version__
+from eselake.errors import EselakeError, InputError
+from eselake.ingest.catalog import cone_mask, separation_deg
+from eselake.ingest.fitsimage import read_image, read_noise_map
+from eselake.ingest.photometry import beam_covariance_pix, forced_photometry
+from eselake.lake import Lake
+from eselake.lake.layout import image_id_for
+
+PIPELINE_VERSION = f"eselake-{__version__}"
+# CASA / WSClean by-products that are not sky images: psf, residual, model, primary beam, weights
+_NOT_SKY = re.compile(r"(^|[._-])(psf|residual|model|pb|sumwt|weight|weights|beam|mask|dirty)([._-]|$)",
+                      re.I)
+
+
+def is_sky_image(path: Path) -> bool:
+    """True for FITS sky images; False for psf/residual/model/pb/sumwt/weight by-products."""
+    name = path.name.lower()
+    if not name.endswith((".fits", ".fit", ".fts")):
+        return False
+    stem = name.rsplit(".", 1)[0]
+    return _NOT_SKY.search(stem) is None
+
+
+@dataclass
+class MeasureResult:
+    image_id: str
+    path: Path
+    n_sources: int = 0
+    n_flagged: int = 0
+    mjd: float | None = None
+    skipped: bool = False
+    measurements: pl.DataFrame | None = field(default=None, repr=False)
+
+
+def _sources_from_lake(lake: Lake, catalog: str, dec_lo: float, dec_hi: float,
+                       min_flux_mjy: float | None) -> pa.Table:
+    q = ("SELECT source_id, ra_deg, dec_deg, flux_mjy FROM catalog_sources "
+         "WHERE catalog = ? AND dec_deg BETWEEN ? AND ?")
+    params: list = [catalog.lower(), dec_lo, dec_hi]
+    if min_flux_mjy is not None:
+        q += " AND flux_mjy >= ?"
+        params.append(float(min_flux_mjy))
+    table = lake.arrow(q, params)
+    if table.num_rows == 0 and lake.sql("SELECT count(*) AS n FROM catalog_sources WHERE catalog = ?",
+                                        [catalog.lower()])["n"][0] == 0:
+        raise EselakeError(f"catalogue {catalog!r} is not loaded in {lake.path}; "
+                           f"run: eselake catalog load {catalog} FILE")
+    return table
+
+
+def _as_sources(sources) -> pa.Table:
+    if isinstance(sources, pl.DataFrame):
+        sources = sources.to_arrow()
+    if not isinstance(sources, pa.Table):
+        raise TypeError("sources must be a pyarrow Table or polars DataFrame (source_id, ra_deg, dec_deg)")
+    if "flux_mjy" not in sources.column_names:
+        sources = sources.append_column("flux_mjy", pa.nulls(sources.num_rows, pa.float64()))
+    return sources.select(["source_id", "ra_deg", "dec_deg", "flux_mjy"])
+
+
+def measure_image(lake: Lake, fits_path, *, catalog: str = "nvss", sources=None,
+                  min_flux_mjy: float | None = None, radius_deg: float | None = None,
+                  beam: tuple[float, float, float] | None = None, mjd: float | None = None, noise_map=None, kind: str = "image",
+                  noise_corr: str = "beam", skip_existing: bool = False, write: bool = True) -> MeasureResult:
+    """Measure every catalogue source in the field of ``fits_path`` and commit the rows to ``lake``.
+
+    Sources come from ``sources`` (table with source_id, ra_deg, dec_deg[, flux_mjy]) or from the lake's
+    ``catalog`` (NVSS by default), optionally brighter than ``min_flux_mjy`` and within ``radius_deg`` of the
+    image centre (mosaics). ``beam`` = (bmaj_deg, bmin_deg, bpa_deg) for images without beam keywords,
+    ``mjd`` for images without an observation time.
+    Re-measuring an image replaces its earlier rows; with ``skip_existing`` an unchanged image already in
+    the lake is skipped.
+    """
+    path = Path(fits_path).absolute()
+    image_id = image_id_for(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    stat = path.stat()
+    if skip_existing:
+        done = lake.committed_image(image_id)
+        if done and done.get("file_size") == stat.st_size and done.get("file_mtime") == stat.st_mtime \
+                and done.get("pipeline_version") == PIPELINE_VERSION:
+            return MeasureResult(image_id, path, done.get("n_sources") or 0, mjd=done.get("mjd"), skipped=True)
+
+    img = read_image(path, beam=beam, mjd=mjd)
+    noise = read_noise_map(noise_map, img.shape) if noise_map is not None else None
+    search = radius_deg if radius_deg is not None else img.footprint_radius_deg()
+    if sources is None:
+        dec_lo, dec_hi = img.dec_center_deg - search, img.dec_center_deg + search
+        cand = _sources_from_lake(lake, catalog, dec_lo, dec_hi, min_flux_mjy)
+    else:
+        cand = _as_sources(sources)
+        if min_flux_mjy is not None:
+            flux = cand.column("flux_mjy").to_numpy(zero_copy_only=False)
+            cand = cand.filter(pa.array(np.nan_to_num(flux, nan=np.inf) >= min_flux_mjy))
+    ra = cand.column("ra_deg").to_numpy(zero_copy_only=False).astype(float)
+    dec = cand.column("dec_deg").to_numpy(zero_copy_only=False).astype(float)
+    keep = cone_mask(ra, dec, img.ra_center_deg, img.dec_center_deg, search)
+    x, y = img.world_to_pixel(ra[keep], dec[keep])
+    ny, nx = img.shape
+    infield = np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
+    idx = np.flatnonzero(keep)[infield]
+    x, y = x[infield], y[infield]
+    ra, dec = ra[idx], dec[idx]
+
+    jac = img.jacobian_pix_per_deg(ra, dec)
+    cov = beam_covariance_pix(img.bmaj_deg, img.bmin_deg, img.bpa_deg, jac)
+    res = forced_photometry(img.data, x, y, cov, noise_map=noise, image_rms=img.rms_jyb,
+                            noise_corr=noise_corr)
+    n = idx.size
+    table = pa.table({
+        "source_id": cand.column("source_id").take(pa.array(idx, pa.int64())),
+        "mjd": np.full(n, img.mjd),
+        "ra_deg": ra, "dec_deg": dec,
+        "peak_jyb": res.peak_jyb, "peak_err_jyb": res.peak_err_jyb, "local_rms_jyb": res.local_rms_jyb,
+        "snr": res.snr, "chi2": res.chi2, "dof": res.dof.astype(np.int32), "flags": res.flags,
+        "blend_group": res.blend_group,
+        "catalog_flux_mjy": cand.column("flux_mjy").take(pa.array(idx, pa.int64())).cast(pa.float64()),
+        "sep_from_center_deg": separation_deg(ra, dec, img.ra_center_deg, img.dec_center_deg),
+        "freq_hz": np.full(n, img.freq_hz if img.freq_hz is not None else np.nan),
+        "image_path": pa.array([str(path)] * n, pa.string()),
+    })
+    image_row = {
+        "image_id": image_id, "path": str(path), "kind": kind, "mjd": img.mjd, "exposure_s": img.exposure_s,
+        "freq_hz": img.freq_hz, "bmaj_deg": img.bmaj_deg, "bmin_deg": img.bmin_deg, "bpa_deg": img.bpa_deg,
+        "rms_jyb": img.rms_jyb, "ra_center_deg": img.ra_center_deg, "dec_center_deg": img.dec_center_deg,
+        "file_size": stat.st_size, "file_mtime": stat.st_mtime, "pipeline_version": PIPELINE_VERSION,
+    }
+    if write:
+        lake.commit_image(image_row, table)
+    return MeasureResult(image_id, path, n, int((res.flags != 0).sum()), img.mjd,
+                         measurements=pl.from_arrow(table))
+
+
+def _measure_worker(lake_path: str, fits_path: str, kwargs: dict):
+    try:
+        r = measure_image(Lake(lake_path), fits_path, **kwargs)
+        r.measurements = None
+        return fits_path, r, None
+    except EselakeError as exc:
+        return fits_path, None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad image must not stop a batch
+        return fits_path, None, f"{type(exc).__name__}: {exc}"
+
+
+def find_images(image_dir, pattern: str = "*.fits") -> list[Path]:
+    """Sky images under ``image_dir`` (recursively), without psf/residual/model/pb by-products."""
+    root = Path(image_dir)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder")
+    return sorted(p for p in root.rglob(pattern) if p.is_file() and is_sky_image(p))
+
+
+def measure_batch(lake: Lake, paths: Iterable[Path], *, workers: int = 1,
+                  on_done: Callable[[str, MeasureResult | None, str | None], None] | None = None,
+                  **kwargs) -> tuple[list[MeasureResult], dict[str, str]]:
+    """Measure many images (in ``workers`` processes). A failing image is reported in the returned
+    ``errors`` dict (path -> message) and does not stop or affect the others."""
+    paths = [str(Path(p).absolute()) for p in paths]
+    done, errors = [], {}
+
+    def record(item):
+        path, result, err = item
+        if err is not None:
+            errors[path] = err
+        else:
+            done.append(result)
+        if on_done:
+            on_done(path, result, err)
+
+    if workers <= 1:
+        for p in paths:
+            record(_measure_worker(str(lake.path), p, kwargs))
+    else:
+        # spawn, not fork: polars and DuckDB hold thread pools that a forked child would deadlock on
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futs = [pool.submit(_measure_worker, str(lake.path), p, kwargs) for p in paths]
+            for fut in as_completed(futs):
+                record(fut.result())
+    return done, errors
+
+
+def default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 1)))
