@@ -194,3 +194,63 @@ def photometry_batch(lake, source_list, catalog, image_dir, pattern, min_mjy, wo
                              "ORDER BY source_id, mjd", [ids]), "csv", output)
     if errors:
         sys.exit(1)
+
+
+# ------------------------------------------------------------------------------------------ detection
+@main.command("ese-detect")
+@click.option("--preset", type=click.Choice(["conservative", "moderate", "sensitive"]), default="moderate",
+              show_default=True)
+@click.option("--min-sigma", type=float, default=None, help="Override the preset's sigma_deviation threshold")
+@click.option("--use-composite-scoring", is_flag=True, help="Select by composite score (0-10) instead")
+@click.option("--source-id", default=None, help="Show one source (its scores even if not a candidate)")
+@click.option("--status", type=click.Choice(["active", "investigated", "dismissed"]), default=None)
+@click.option("--recompute", is_flag=True, hidden=True, help="Accepted for the seed; results are always fresh")
+@format_options
+@pass_lake
+def ese_detect(lake, preset, min_sigma, use_composite_scoring, source_id, status, recompute, fmt, output) -> None:
+    """ESE candidates, computed fresh from the measurements, best first."""
+    from eselake.detection import detect_ese_candidates
+
+    df = detect_ese_candidates(lake, preset=preset, min_sigma=min_sigma, use_composite_scoring=use_composite_scoring,
+                               source_id=source_id, status=status)
+    if source_id is not None and df.height == 0:
+        scores = lake.sql("SELECT * FROM ese_scores WHERE source_id = ?", [source_id])
+        if scores.height == 0:
+            raise click.ClickException(f"no measurements of source {source_id!r}")
+        if fmt == "table":
+            console.print(f"{source_id} is not a candidate under preset {preset}; its scores:")
+        df = scores
+    cols = ["source_id", "significance", "composite_score", "confidence", "status", "n_obs", "chi2_nu",
+            "eta_metric", "dip_significance", "dip_depth", "dip_start_mjd", "dip_end_mjd"]
+    shown = df.select([c for c in cols if c in df.columns]) if fmt == "table" else df
+    write_frame(shown, fmt, output, title=f"ESE candidates ({preset}{', composite' if use_composite_scoring else ''})")
+
+
+@main.command("review")
+@click.argument("source_id")
+@click.option("--status", type=click.Choice(["active", "investigated", "dismissed"]), required=True)
+@click.option("--notes", default="", help="Free text kept with the review")
+@click.option("--reviewer", default=None, help="Reviewer name [default: login name]")
+@pass_lake
+def review_cmd(lake, source_id, status, notes, reviewer) -> None:
+    """Record the review status of a candidate (kept in an append-only dataset)."""
+    from eselake.detection import review
+
+    review(lake, source_id, status, notes, reviewer)
+    console.print(f"{source_id}: {status}")
+
+
+@main.command("export")
+@click.option("--source-id", required=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "votable", "parquet"]), default="csv",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Output file (csv/json may go to stdout)")
+@pass_lake
+def export_cmd(lake, source_id, fmt, output) -> None:
+    """Export one source's lightcurve (all measurements with normalisation)."""
+    from eselake.source import Source
+
+    write_frame(Source(source_id, lake).measurements, fmt, output)
+    if output:
+        err_console.print(f"wrote {output}")

@@ -50,7 +50,10 @@ def test_uncommitted_photometry_is_invisible(lake):
     from eselake.lake.write import write_parquet_atomic
     lake.commit_image(_image(), _phot(10, 1.0))
     orphan = lake.dataset_dir("photometry") / "night=2023-12-22" / "img-1~ffffffffffffffff00000000.parquet"
-    write_parquet_atomic(_phot(10, 9.0).append_column("ingest_id", pa.array(["x"] * 10)), orphan)
+    from eselake.lake.layout import PHOTOMETRY_SCHEMA
+    from eselake.lake.write import conform
+    write_parquet_atomic(conform(_phot(10, 9.0).append_column("ingest_id", pa.array(["x"] * 10)),
+                                 PHOTOMETRY_SCHEMA), orphan)
     assert set(lake.sql("SELECT peak_jyb FROM photometry")["peak_jyb"]) == {1.0}
 
 

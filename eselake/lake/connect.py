@@ -46,7 +46,7 @@ def base_view_sql(root: Path, ds: Dataset) -> str:
         if ds.partition:
             hive = f", hive_partitioning = true, hive_types = {{'{ds.partition}': VARCHAR}}"
         src = (f"SELECT * FROM read_parquet({_sql_str(str(folder.resolve()) + '/**/*.parquet')}, "
-               f"union_by_name = true{hive})")
+               f"union_by_name = false{hive})")
     else:
         cols = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in ds.schema]
         if ds.partition:

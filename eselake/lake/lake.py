@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -140,6 +141,40 @@ class Lake:
             except OSError as exc:
                 raise LakeError(f"writing image {image_id} to {self.path} failed: {exc}") from exc
             self._remove_superseded(image_id, keep=ingest_id)
+        return ingest_id
+
+    def commit_batch(self, images: pa.Table, photometry: pa.Table) -> str:
+        """Commit many images at once (bulk loads, compaction): per night one photometry file and one images
+        file sharing a new ingest_id. Earlier ingests of these images become invisible at once (the views
+        keep the newest ingest per image); their files are removed by ``eselake lake compact``."""
+        self._ensure_writable()
+        ingest_id = new_ingest_id()
+        now = datetime.now(timezone.utc)
+        counts = {}
+        if photometry.num_rows:
+            ids, n = np.unique(np.asarray(photometry.column("image_id").to_pylist(), dtype=object),
+                               return_counts=True)
+            counts = dict(zip(ids.tolist(), n.tolist()))
+        img = images.to_pylist()
+        nights = [night_of(r["mjd"]) for r in img]
+        night_of_image = {r["image_id"]: nt for r, nt in zip(img, nights)}
+        rows = [dict(r, ingest_id=ingest_id, ingested_at=now, n_sources=counts.get(r["image_id"], 0)) for r in img]
+        phot_nights = np.array([night_of_image[i] for i in photometry.column("image_id").to_pylist()], dtype=object)
+        phot = photometry.drop_columns([c for c in ("ingest_id",) if c in photometry.column_names])
+        phot = conform(phot.append_column("ingest_id", pa.array([ingest_id] * phot.num_rows, pa.string())),
+                       PHOTOMETRY_SCHEMA)
+        for night in sorted(set(nights)):
+            sel = pa.array(phot_nights == night)
+            fname = f"batch-{ingest_id}.parquet"
+            try:
+                write_parquet_atomic(phot.filter(sel), self.dataset_dir("photometry") / f"night={night}" / fname,
+                                     sort_by="source_id")
+            except OSError as exc:
+                raise LakeError(f"writing to {self.path} failed: {exc}") from exc
+        for night in sorted(set(nights)):          # images rows last: they are the commit markers
+            night_rows = [r for r, nt in zip(rows, nights) if nt == night]
+            write_parquet_atomic(conform(pa.Table.from_pylist(night_rows), IMAGES_SCHEMA),
+                                 self.dataset_dir("images") / f"night={night}" / f"batch-{ingest_id}.parquet")
         return ingest_id
 
     def _remove_superseded(self, image_id: str, keep: str) -> None:

@@ -1,0 +1,51 @@
+-- view: source_baselines
+-- version: 1
+-- Per source: the robust baseline flux used by the ensemble normalisation, and whether the source may
+-- serve as a reference. Only clean measurements count (flags edge|nan|blended|outside = 15 clear).
+--   baseline_jyb     median raw peak flux over all clean measurements
+--   median_snr       median signal-to-noise
+--   compact          catalogue major axis unknown or < 30 arcsec (unresolved by DSA-110)
+--   frac_scatter     1.4826 * MAD of (flux / (g1 * baseline)) about 1, where g1 is a preliminary gain of
+--                    each image (median flux / baseline over its bright sources), so that calibration
+--                    errors shared by an image do not count as the source's own variability
+--   median_frac_err  median of peak_err / baseline
+--   is_reference     bright (median SNR >= 20), compact, >= 3 clean measurements, and stable:
+--                    frac_scatter <= 2.5 * median_frac_err + 0.01
+CREATE OR REPLACE VIEW source_baselines AS
+WITH clean AS MATERIALIZED (
+    SELECT source_id, image_id, CAST(peak_jyb AS DOUBLE) AS f, CAST(peak_err_jyb AS DOUBLE) AS e,
+           CAST(snr AS DOUBLE) AS snr
+    FROM measurements
+    WHERE (flags & 15) = 0 AND isfinite(peak_jyb) AND peak_err_jyb > 0
+),
+base AS MATERIALIZED (
+    SELECT source_id, median(f) AS baseline_jyb, median(snr) AS median_snr, count(*) AS n_clean
+    FROM clean GROUP BY source_id
+),
+prelim AS (
+    SELECT c.image_id, median(c.f / b.baseline_jyb) AS g1, count(*) AS n_bright
+    FROM clean c JOIN base b USING (source_id)
+    WHERE b.median_snr >= 20.0 AND b.baseline_jyb > 0
+    GROUP BY c.image_id
+),
+shape AS (
+    SELECT source_id, max(major_arcsec) AS major_arcsec FROM catalog_sources GROUP BY source_id
+),
+scatter AS (
+    SELECT c.source_id,
+           1.4826 * median(abs(c.f / (CASE WHEN p.n_bright >= 3 THEN p.g1 ELSE 1.0 END * b.baseline_jyb) - 1.0))
+               AS frac_scatter,
+           median(c.e / abs(b.baseline_jyb)) AS median_frac_err
+    FROM clean c JOIN base b USING (source_id) LEFT JOIN prelim p USING (image_id)
+    WHERE b.baseline_jyb > 0
+    GROUP BY c.source_id
+)
+SELECT b.source_id, b.baseline_jyb, b.median_snr, b.n_clean,
+       coalesce(s.major_arcsec IS NULL OR s.major_arcsec < 30.0, true) AS compact,
+       sc.frac_scatter, sc.median_frac_err,
+       (b.median_snr >= 20.0 AND b.n_clean >= 3 AND b.baseline_jyb > 0
+        AND coalesce(s.major_arcsec IS NULL OR s.major_arcsec < 30.0, true)
+        AND sc.frac_scatter <= 2.5 * sc.median_frac_err + 0.01) AS is_reference
+FROM base b
+LEFT JOIN shape s USING (source_id)
+LEFT JOIN scatter sc USING (source_id);
