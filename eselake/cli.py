@@ -254,3 +254,64 @@ def export_cmd(lake, source_id, fmt, output) -> None:
     write_frame(Source(source_id, lake).measurements, fmt, output)
     if output:
         err_console.print(f"wrote {output}")
+
+
+# ------------------------------------------------------------------------------------------ charts
+@main.group("plot")
+def plot_group() -> None:
+    """Charts (PNG, SVG, PDF, self-contained HTML or Vega-Lite JSON, by the output's extension)."""
+
+
+@plot_group.command("lightcurve")
+@click.argument("source_id")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
+@click.option("--raw", is_flag=True, help="Plot raw peak fluxes instead of normalised fluxes")
+@click.option("--no-dip", is_flag=True, help="Do not shade the detected dip or draw its model")
+@pass_lake
+def plot_lightcurve(lake, source_id, output, raw, no_dip) -> None:
+    """Lightcurve of SOURCE_ID with error bars, baseline and dip shading."""
+    from eselake.source import Source
+
+    Source(source_id, lake).plot_lightcurve(use_normalized=not raw, highlight_ese_period=not no_dip,
+                                            highlight_baseline=not no_dip, show_fit=not no_dip, outfile=output)
+    console.print(f"wrote {output}")
+
+
+@plot_group.command("variability")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
+@click.option("--preset", type=click.Choice(["conservative", "moderate", "sensitive"]), default="moderate")
+@pass_lake
+def plot_variability(lake, output, preset) -> None:
+    """eta-V diagram of all sources with ESE candidates highlighted."""
+    from eselake.charts import save_chart, variability_chart
+
+    save_chart(variability_chart(lake, preset=preset), output)
+    console.print(f"wrote {output}")
+
+
+@plot_group.command("candidates")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
+@click.option("--preset", type=click.Choice(["conservative", "moderate", "sensitive"]), default="moderate")
+@pass_lake
+def plot_candidates(lake, output, preset) -> None:
+    """Summary of the ESE candidates (composite score, confidence)."""
+    from eselake.charts import candidates_chart, save_chart
+
+    save_chart(candidates_chart(lake, preset=preset), output)
+    console.print(f"wrote {output}")
+
+
+# ------------------------------------------------------------------------------------------ server
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--writable", is_flag=True, help="Accept review POSTs (read-only otherwise)")
+@pass_lake
+def serve(lake, host, port, writable) -> None:
+    """REST API (OpenAPI at /docs) and the candidates web page at /."""
+    import uvicorn
+
+    from eselake.api import create_app
+
+    console.print(f"serving {lake.path} on http://{host}:{port}/ ({'writable' if writable else 'read-only'})")
+    uvicorn.run(create_app(lake, writable=writable), host=host, port=port, log_level="warning")
