@@ -73,14 +73,19 @@ def lightcurve_chart(source, use_normalized: bool = True, highlight_ese_period: 
     layers.append(base.mark_circle(size=22, color="#1f4e79").encode(
         x=x, y=y, tooltip=[alt.Tooltip("mjd:Q", format=".4f"), alt.Tooltip("flux_mjy:Q", format=".3f"),
                            alt.Tooltip("err_mjy:Q", format=".3f")]))
-    if has_dip and show_fit and ese.get("baseline_mjy"):
+    if has_dip and show_fit:
+        # a robust step fit: median flux outside and inside the dip's extent (caustic spikes at the edges
+        # would pull a mean baseline up)
         from eselake.ingest.ese_models import smooth_dip
-        t = np.linspace(float(df["mjd"].min()), float(df["mjd"].max()), 600)
-        model = ese["baseline_mjy"] * smooth_dip(t, ese["dip_start_mjd"], ese["dip_duration_days"],
-                                                 ese["dip_depth"], edge_days=1.0)
-        fit = pl.DataFrame({"mjd": t, "model_mjy": model})
-        layers.append(alt.Chart(_values(fit)).mark_line(color="#d62728", strokeWidth=1.5)
-                      .encode(x="mjd:Q", y="model_mjy:Q"))
+        inside = (df["mjd"] >= ese["dip_start_mjd"]) & (df["mjd"] <= ese["dip_end_mjd"])
+        if inside.sum() and (~inside).sum():
+            base_level = float(df.filter(~inside)["flux_mjy"].median())
+            depth = 1.0 - float(df.filter(inside)["flux_mjy"].median()) / base_level
+            t = np.linspace(float(df["mjd"].min()), float(df["mjd"].max()), 600)
+            model = base_level * smooth_dip(t, ese["dip_start_mjd"], ese["dip_duration_days"], depth, edge_days=1.0)
+            fit = pl.DataFrame({"mjd": t, "model_mjy": model})
+            layers.append(alt.Chart(_values(fit)).mark_line(color="#d62728", strokeWidth=1.5)
+                          .encode(x="mjd:Q", y="model_mjy:Q"))
     chart = alt.layer(*layers).properties(width=width, height=height,
                                           title=title or f"{source.source_id}  ({what})")
     return chart.configure_axis(grid=True, gridOpacity=0.3)

@@ -315,3 +315,101 @@ def serve(lake, host, port, writable) -> None:
 
     console.print(f"serving {lake.path} on http://{host}:{port}/ ({'writable' if writable else 'read-only'})")
     uvicorn.run(create_app(lake, writable=writable), host=host, port=port, log_level="warning")
+
+
+# ------------------------------------------------------------------------------------------ radio chain
+@main.command("simulate")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--days", type=int, default=40, show_default=True)
+@click.option("--tiles-per-day", type=int, default=1, show_default=True)
+@click.option("--dec-deg", type=float, default=45.0, show_default=True)
+@click.option("--antennas", "n_antennas", type=int, default=32, show_default=True)
+@click.option("--channels", "nchan", type=int, default=4, show_default=True, help="Channels per subband (48 full)")
+@click.option("--integrations", type=int, default=12, show_default=True, help="Per tile (24 full)")
+@click.option("--sources", "n_sources", type=int, default=14, show_default=True)
+@click.option("--no-ese", is_flag=True, help="Only stable sources")
+@click.option("--seed", type=int, default=1, show_default=True)
+def simulate_cmd(out, days, tiles_per_day, dec_deg, n_antennas, nchan, integrations, n_sources, no_ese, seed):
+    """Simulate DSA-110 tiles (16 UVH5 subbands each), with the matching catalogue and calibrator list."""
+    from rich.progress import Progress
+
+    from eselake.ingest.simulate import SimConfig, simulate
+
+    cfg = SimConfig(out=out, days=days, tiles_per_day=tiles_per_day, dec_deg=dec_deg, n_antennas=n_antennas,
+                    nchan=nchan, n_integrations=integrations, n_sources=n_sources, ese=not no_ese, seed=seed)
+    with Progress(console=err_console) as prog:
+        task = prog.add_task("simulating tiles", total=days * tiles_per_day)
+        simulate(cfg, progress=lambda k, n: prog.update(task, completed=k))
+    console.print(f"wrote {days * tiles_per_day} tiles to {out / 'uvh5'}, catalogue {out / 'catalog.csv'}, "
+                  f"calibrators {out / 'calibrators.csv'}")
+
+
+@main.group("ingest")
+def ingest_group() -> None:
+    """Run the radio chain into the lake (UVH5 -> MS -> calibration -> image -> photometry)."""
+
+
+def _print_tile(res, k, n) -> None:
+    if res.stage == "failed":
+        err_console.print(f"[red]tile {res.tile_id} failed[/red] {res.error}", highlight=False)
+
+
+@ingest_group.command("uvh5")
+@click.argument("uvh5_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--products", type=click.Path(file_okay=False, path_type=Path), default=Path("products"),
+              show_default=True, help="Folder for Measurement Sets, calibration tables and images")
+@click.option("--calibrators", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Calibrator list: CSV (name,ra_deg,dec_deg,flux_jy) or the VLA calibrator list")
+@click.option("--catalog", default="nvss", show_default=True, help="Catalogue in the lake to measure")
+@click.option("--dec-deg", type=float, default=None, help="Pointing declination if the files do not record it")
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--imager", type=click.Choice(["auto", "wsclean", "tclean"]), default="auto", show_default=True)
+@click.option("--fov-deg", type=float, default=3.0, show_default=True)
+@click.option("--force", is_flag=True, help="Re-process tiles already in the lake")
+@pass_lake
+def ingest_uvh5_cmd(lake, uvh5_dir, products, calibrators, catalog, dec_deg, workers, imager, fov_deg, force):
+    """Ingest every complete tile of UVH5_DIR not yet in the lake (resumable)."""
+    from rich.progress import Progress
+
+    from eselake.ingest.pipeline import ingest_uvh5
+
+    with Progress(console=err_console) as prog:
+        task = prog.add_task("tiles", total=None)
+
+        def on_result(res, k, n):
+            prog.update(task, completed=k, total=n)
+            _print_tile(res, k, n)
+
+        results = ingest_uvh5(lake, uvh5_dir, products, calibrators=calibrators, catalog=catalog, dec_deg=dec_deg,
+                              workers=workers, imager=imager, fov_deg=fov_deg, force=force, on_result=on_result)
+    counts = {s: sum(r.stage == s for r in results) for s in ("done", "skipped", "failed")}
+    console.print(f"{counts['done']} tiles ingested, {counts['skipped']} already in the lake, "
+                  f"{counts['failed']} failed")
+    if counts["failed"]:
+        sys.exit(1)
+
+
+@ingest_group.command("fits")
+@click.argument("image_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--catalog", default="nvss", show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.pass_context
+def ingest_fits_cmd(ctx, image_dir, catalog, workers):
+    """Enter the chain with FITS images: forced photometry of the --catalog on every sky image."""
+    ctx.invoke(photometry_batch, source_list=None, catalog=catalog, image_dir=image_dir, pattern="*.fits",
+               min_mjy=None, workers=workers, force=False, output=None, beam=None)
+
+
+@main.command("demo")
+@click.option("--days", type=int, default=40, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--imager", type=click.Choice(["auto", "wsclean", "tclean"]), default="auto", show_default=True)
+@click.pass_context
+def demo_cmd(ctx, days, out, workers, imager):
+    """Simulate a DSA-110 strip with one ESE, run the whole chain, print candidates, chart the best."""
+    from eselake.demo import run_demo
+
+    root = ctx.find_root()
+    lake = root.obj if root.params.get("lake_path") is not None else None
+    run_demo(out, days=days, workers=workers, lake=lake, imager=imager, console=console)

@@ -1,0 +1,78 @@
+"""``eselake demo``: simulate a small DSA-110 strip with one ESE, run the whole chain into a lake, print the
+candidates and chart the best one."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from eselake.lake import Lake
+
+
+def _progress(console):
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
+
+
+def run_demo(out: Path, days: int = 40, workers: int = 2, lake: Lake | None = None, imager: str = "auto",
+             console: Console | None = None) -> pl.DataFrame:
+    from eselake.charts import save_chart, variability_chart
+    from eselake.detection import detect_ese_candidates
+    from eselake.ingest.catalog import load_catalog_file
+    from eselake.ingest.pipeline import ingest_uvh5
+    from eselake.ingest.simulate import SimConfig, simulate
+    from eselake.output import rich_table
+    from eselake.source import Source
+
+    console = console or Console()
+    out = Path(out).absolute()
+    lake = lake or Lake(out / "lake")
+    sim_dir = out / "sim"
+    t0 = time.perf_counter()
+    cfg = SimConfig(out=sim_dir, days=days)
+    if not (sim_dir / "simulation.json").exists():
+        with _progress(console) as prog:
+            task = prog.add_task(f"simulating {days} days of DSA-110 tiles", total=days * cfg.tiles_per_day)
+            simulate(cfg, progress=lambda k, n: prog.update(task, completed=k))
+    else:
+        console.print(f"using the simulation already in {sim_dir}")
+    cat = load_catalog_file(sim_dir / "catalog.csv", "nvss")
+    lake.write_catalog("nvss", cat)
+    with _progress(console) as prog:
+        task = prog.add_task("UVH5 -> MS -> calibration -> image -> photometry", total=None)
+
+        def on_result(r, k, n):
+            prog.update(task, completed=k, total=n)
+            if r.stage == "failed":
+                prog.console.print(f"[red]tile {r.tile_id} failed[/red]: {r.error}", highlight=False)
+
+        results = ingest_uvh5(lake, sim_dir / "uvh5", out / "products", calibrators=sim_dir / "calibrators.csv",
+                              workers=workers, imager=imager, on_result=on_result)
+    done = sum(r.stage == "done" for r in results)
+    console.print(f"{done} tiles ingested, {sum(r.stage == 'skipped' for r in results)} already in the lake, "
+                  f"{sum(r.stage == 'failed' for r in results)} failed ({time.perf_counter() - t0:.0f} s)")
+    cands = detect_ese_candidates(lake, preset="moderate", use_composite_scoring=True)
+    console.print(rich_table(cands.select("source_id", "composite_score", "confidence", "significance", "chi2_nu",
+                                          "dip_depth", "dip_start_mjd", "dip_end_mjd"),
+                             title="ESE candidates (moderate preset, composite scoring)"))
+    import json
+    meta = json.loads((sim_dir / "simulation.json").read_text())
+    injected = [s["source_id"] for s in meta["sources"] if s["kind"] == "ese"]
+    if injected:
+        found = cands["source_id"].to_list()
+        verdict = ("[green]first[/green]" if found[:1] == injected[:1] else
+                   "[yellow]found, not first[/yellow]" if injected[0] in found else "[red]not found[/red]")
+        console.print(f"injected ESE: {injected[0]} -> {verdict}")
+    charts = out / "charts"
+    if cands.height:
+        best = cands["source_id"][0]
+        path = charts / f"{best.replace(' ', '_').replace('+', 'p')}_lightcurve.png"
+        Source(best, lake).plot_lightcurve(outfile=path)
+        console.print(f"lightcurve chart: {path}")
+    save_chart(variability_chart(lake), charts / "eta_v.png")
+    console.print(f"eta-V diagram: {charts / 'eta_v.png'}")
+    console.print(f"lake: {lake.path}  (try: eselake --lake {lake.path} ese-detect --use-composite-scoring)")
+    return cands

@@ -1,0 +1,192 @@
+"""The ingest job: UVH5 tiles -> Measurement Set -> calibration -> image -> photometry -> lake.
+
+Every stage writes its product atomically under ``products/<tile id>/``; a tile whose pbcor image is already
+committed to the lake is skipped, so a crashed or interrupted run is resumed by running it again. Calibrator
+tiles (a calibrator within 0.5 deg of the phase centre) are solved first; the other tiles of the same UTC date
+get the solutions of the nearest calibrator tile. A tile that fails is reported and skipped.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from astropy import units as u
+from astropy.time import Time
+
+from eselake.errors import EselakeError, InputError
+from eselake.ingest import dsa110
+from eselake.ingest.convert import Tile, convert_tile, group_tiles
+
+
+@dataclass
+class TilePlan:
+    tile: Tile
+    mid: Time
+    dec_deg: float
+    ra_center_deg: float
+    dec_center_deg: float
+    calibrator: object | None = None           # Calibrator in the field, if any
+
+    @property
+    def folder_name(self) -> str:
+        return self.tile.tile_id.replace(":", "")
+
+
+@dataclass
+class TileResult:
+    tile_id: str
+    stage: str = "done"                        # done | skipped | failed
+    image: Path | None = None
+    n_sources: int = 0
+    seconds: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def tile_plan(tile: Tile, dec_deg: float | None, calibrators) -> TilePlan:
+    """Mid-time, pointing and phase centre of a tile from one file's header (no data read)."""
+    from pyuvdata import UVData
+
+    from eselake.ingest.calibrate import calibrator_in_field
+    from eselake.ingest.simulate import meridian_icrs
+
+    first = tile.files[min(tile.files)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            meta = UVData.from_file(str(first), file_type="uvh5", read_data=False)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{first}: unreadable UVH5 ({type(exc).__name__}: {exc})") from exc
+    if dec_deg is None:
+        if "phase_center_dec" not in meta.extra_keywords:
+            raise InputError(f"{first}: no phase_center_dec keyword; give the pointing with --dec-deg")
+        dec_deg = float(np.rad2deg(meta.extra_keywords["phase_center_dec"]))
+    mid = Time(np.mean(np.unique(meta.time_array)), format="jd", scale="utc")
+    c = meridian_icrs(mid, dec_deg)
+    return TilePlan(tile, mid, dec_deg, float(c.ra.deg), float(c.dec.deg), calibrator_in_field(c, calibrators))
+
+
+def process_tile(lake_path: str, plan: TilePlan, products: str, cal_tables: list[str] | None, catalog: str,
+                 imager: str, fov_deg: float, niter: int, min_flux_mjy: float | None) -> TileResult:
+    """Run one tile through the chain (in a worker process). Calibrator tiles solve, others apply
+    ``cal_tables``."""
+    import time
+
+    from eselake.ingest import calibrate
+    from eselake.ingest.image import image_tile
+    from eselake.ingest.measure import measure_image
+    from eselake.lake import Lake
+
+    res = TileResult(plan.tile.tile_id)
+    folder = Path(products) / plan.folder_name
+    folder.mkdir(parents=True, exist_ok=True)
+    ms = folder / "tile.ms"
+    try:
+        t = time.perf_counter()
+        res.stage = "convert"
+        if not ms.exists():
+            convert_tile(plan.tile, ms, dec_deg=plan.dec_deg)
+        res.seconds["convert"] = time.perf_counter() - t
+        t = time.perf_counter()
+        res.stage = "calibrate"
+        if plan.calibrator is not None:
+            tables = calibrate.solve(ms, plan.calibrator, plan.dec_deg)
+        elif cal_tables:
+            tables = [Path(p) for p in cal_tables]
+        else:
+            raise EselakeError("no calibrator tile on this date: no solutions to apply")
+        calibrate.apply(ms, tables)
+        res.seconds["calibrate"] = time.perf_counter() - t
+        t = time.perf_counter()
+        res.stage = "image"
+        pbcor = image_tile(ms, folder / "tile", plan.dec_deg, fov_deg=fov_deg, niter=niter, imager=imager)
+        res.seconds["image"] = time.perf_counter() - t
+        t = time.perf_counter()
+        res.stage = "photometry"
+        m = measure_image(Lake(lake_path), pbcor, catalog=catalog, min_flux_mjy=min_flux_mjy)
+        res.seconds["photometry"] = time.perf_counter() - t
+        res.stage, res.image, res.n_sources = "done", pbcor, m.n_sources
+    except EselakeError as exc:
+        res.error = f"{res.stage}: {exc}"
+        res.stage = "failed"
+    except Exception as exc:  # noqa: BLE001 - a bad tile must not stop the run
+        res.error = f"{res.stage}: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+        res.stage = "failed"
+    return res
+
+
+def _done(lake, products: Path, plan: TilePlan) -> bool:
+    from eselake.lake.layout import image_id_for
+    pbcor = products / plan.folder_name / "tile.pbcor.fits"
+    return pbcor.exists() and lake.committed_image(image_id_for(pbcor)) is not None
+
+
+def ingest_uvh5(lake, uvh5_dir, products, *, calibrators, catalog: str = "nvss", dec_deg: float | None = None,
+                workers: int = 1, imager: str = "auto", fov_deg: float = 3.0, niter: int = 2000,
+                min_flux_mjy: float | None = None, force: bool = False,
+                on_result: Callable[[TileResult, int, int], None] | None = None) -> list[TileResult]:
+    """Ingest every complete tile of ``uvh5_dir`` not yet in the lake. Returns one result per tile."""
+    from eselake.ingest.calibrate import read_calibrators
+
+    products = Path(products).absolute()
+    cals = calibrators if isinstance(calibrators, list) else read_calibrators(calibrators)
+    results: list[TileResult] = []
+    plans: list[TilePlan] = []
+    tiles = group_tiles(uvh5_dir)
+    total = len(tiles)
+
+    def report(r: TileResult):
+        results.append(r)
+        if on_result:
+            on_result(r, len(results), total)
+
+    for tile in tiles:
+        if not tile.complete:
+            report(TileResult(tile.tile_id, "failed", error="missing subband(s) " +
+                              ", ".join(f"sb{s:02d}" for s in tile.missing)))
+            continue
+        try:
+            plans.append(tile_plan(tile, dec_deg, cals))
+        except EselakeError as exc:
+            report(TileResult(tile.tile_id, "failed", error=str(exc)))
+    todo = []
+    for p in plans:
+        if not force and _done(lake, products, p):
+            report(TileResult(p.tile.tile_id, "skipped"))
+        else:
+            todo.append(p)
+    cal_plans = [p for p in plans if p.calibrator is not None]
+    args = (str(lake.path), str(products))
+    common = (catalog, imager, fov_deg, niter, min_flux_mjy)
+
+    def tables_for(p: TilePlan) -> list[str] | None:
+        same_day = [c for c in cal_plans if c.mid.datetime.date() == p.mid.datetime.date()]
+        for c in sorted(same_day, key=lambda c: abs((c.mid - p.mid).to_value(u.s))):
+            ms = products / c.folder_name / "tile.ms"
+            tabs = [ms.with_suffix(".bcal"), ms.with_suffix(".gcal")]
+            if all(t.exists() for t in tabs):
+                return [str(t) for t in tabs]
+        return None
+
+    def run(batch: list[TilePlan]):
+        if not batch:
+            return
+        jobs = [(p, None if p.calibrator is not None else tables_for(p)) for p in batch]
+        if workers <= 1:
+            for p, tabs in jobs:
+                report(process_tile(args[0], p, args[1], tabs, *common))
+            return
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futs = [pool.submit(process_tile, args[0], p, args[1], tabs, *common) for p, tabs in jobs]
+            for f in as_completed(futs):
+                report(f.result())
+
+    # calibrator tiles first: their solutions are transferred to the other tiles of the day
+    run([p for p in todo if p.calibrator is not None])
+    run([p for p in todo if p.calibrator is None])
+    return results
