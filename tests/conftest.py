@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+import eselake  # noqa: F401  - applies the offline configuration before any test imports CASA
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

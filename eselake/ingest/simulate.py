@@ -150,7 +150,9 @@ def write_tile(cfg: SimConfig, start: Time, sky: list[SimSource], gains: np.ndar
     pairs = [(nums[i], nums[j]) for i in range(n_ant) for j in range(i + 1, n_ant)]
     index = {n: i for i, n in enumerate(nums)}
     mid_mjd = (start + cfg.tile_seconds / 2 * u.s).mjd
-    fluxes = np.array([flux_on(s, mid_mjd, cfg) * flux_scale for s in sky])
+    # the calibrator's true flux departs from its catalogue value by flux_scale: calibrating on the catalogue
+    # value then scales every other source of the day by 1 / flux_scale (a calibration error shared by all)
+    fluxes = np.array([flux_on(s, mid_mjd, cfg) * (flux_scale if s.kind == "calibrator" else 1.0) for s in sky])
     coords = SkyCoord([s.ra_deg for s in sky], [s.dec_deg for s in sky], unit="deg")
     frame = AltAz(obstime=times[:, None], location=dsa110.site())
     aa = coords[None, :].transform_to(frame)
@@ -215,12 +217,14 @@ def simulate(cfg: SimConfig, progress: Callable[[int, int], None] | None = None)
         day = k // cfg.tiles_per_day
         day_rng = np.random.default_rng([cfg.seed, day])
         gains = _gains(len(names), freqs, day_rng, cfg.gain_amp_sigma)     # the same all day
-        cal_scale = 1.0 / (1.0 + cfg.calibrator_error * day_rng.standard_normal())
-        write_tile(cfg, start, sky, gains, rng, telescope, flux_scale=cal_scale)
+        cal_true = 1.0 + cfg.calibrator_error * day_rng.standard_normal()
+        cal_scale = 1.0 / cal_true
+        write_tile(cfg, start, sky, gains, rng, telescope, flux_scale=cal_true)
         mid = (start + cfg.tile_seconds / 2 * u.s).mjd
-        truth += [(s.source_id, day, k, mid, flux_on(s, mid, cfg), cal_scale) for s in sky]
+        truth += [(s.source_id, day, k, mid, flux_on(s, mid, cfg), 1.0 if s.kind == "calibrator" else cal_scale)
+                  for s in sky]
         if k % cfg.tiles_per_day == 0:
-            np.save(cfg.out / "uvh5" / f".gains_day{day:03d}.npy", gains)
+            np.save(cfg.out / "uvh5" / f".gains_day{day:03d}.npy", gains)   # channels as written: sb00 (highest) first
         if progress:
             progress(k + 1, len(starts))
     with open(cfg.out / "catalog.csv", "w", newline="") as fh:
@@ -236,7 +240,7 @@ def simulate(cfg: SimConfig, progress: Callable[[int, int], None] | None = None)
                 w.writerow([s.source_id, f"{s.ra_deg:.7f}", f"{s.dec_deg:.7f}", s.flux_jy])
     with open(cfg.out / "truth.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        # calibration_scale: the day's calibrator error; images of that day are scaled by it
+        # calibration_scale: the day's calibrator error; the other sources' images that day are scaled by it
         w.writerow(["source_id", "day", "tile", "mjd", "flux_jy", "calibration_scale"])
         w.writerows(truth)
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
