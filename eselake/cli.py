@@ -389,6 +389,30 @@ def ingest_uvh5_cmd(lake, uvh5_dir, products, calibrators, catalog, dec_deg, wor
         sys.exit(1)
 
 
+@ingest_group.command("ms")
+@click.argument("ms_paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--products", type=click.Path(file_okay=False, path_type=Path), default=Path("products"),
+              show_default=True)
+@click.option("--calibrators", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--catalog", default="nvss", show_default=True)
+@click.option("--dec-deg", type=float, default=None, help="Pointing declination [default: the phase centre's]")
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--imager", type=click.Choice(["auto", "wsclean", "tclean"]), default="auto", show_default=True)
+@click.option("--force", is_flag=True)
+@pass_lake
+def ingest_ms_cmd(lake, ms_paths, products, calibrators, catalog, dec_deg, workers, imager, force):
+    """Enter the chain with Measurement Sets: calibrate, image, measure (inputs are copied, not modified)."""
+    from eselake.ingest.pipeline import ingest_ms
+
+    results = ingest_ms(lake, list(ms_paths), products, calibrators=calibrators, catalog=catalog, dec_deg=dec_deg,
+                        workers=workers, imager=imager, force=force, on_result=_print_tile)
+    counts = {s: sum(r.stage == s for r in results) for s in ("done", "skipped", "failed")}
+    console.print(f"{counts['done']} measurement sets ingested, {counts['skipped']} already in the lake, "
+                  f"{counts['failed']} failed")
+    if counts["failed"]:
+        sys.exit(1)
+
+
 @ingest_group.command("fits")
 @click.argument("image_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--catalog", default="nvss", show_default=True)

@@ -144,3 +144,23 @@ def test_end_to_end_ingest_is_idempotent(sim, tmp_path):
     res = runner.invoke(main, args)
     assert "0 tiles ingested, 4 already in the lake" in res.output
     assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == n_rows
+
+
+def test_ingest_ms_entry_point(sim, tmp_path):
+    out, cfg, _ = sim
+    tile = group_tiles(out / "uvh5")[0]
+    ms, _, _ = convert_tile(tile, tmp_path / "input" / "calfield.ms")
+    lake = Lake(tmp_path / "lake")
+    from eselake.ingest.catalog import load_catalog_file
+    lake.write_catalog("nvss", load_catalog_file(out / "catalog.csv", "nvss"))
+    res = CliRunner().invoke(main, ["--lake", str(lake.path), "ingest", "ms", str(ms), "--products",
+                                    str(tmp_path / "products"), "--calibrators", str(out / "calibrators.csv"),
+                                    "--imager", "tclean", "--dec-deg", str(cfg.dec_deg)])
+    assert res.exit_code == 0, res.output
+    assert "1 measurement sets ingested" in res.output
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] >= 6
+    import casatools
+    tb = casatools.table()
+    tb.open(str(ms))
+    assert "CORRECTED_DATA" not in tb.colnames()          # the input MS was not modified
+    tb.close()

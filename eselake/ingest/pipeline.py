@@ -8,7 +8,9 @@ get the solutions of the nearest calibrator tile. A tile that fails is reported 
 from __future__ import annotations
 
 import multiprocessing as mp
+import shutil
 import traceback
+import uuid
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -26,16 +28,21 @@ from eselake.ingest.convert import Tile, convert_tile, group_tiles
 
 @dataclass
 class TilePlan:
-    tile: Tile
+    tile: Tile | None                          # None when the chain is entered with a Measurement Set
     mid: Time
     dec_deg: float
     ra_center_deg: float
     dec_center_deg: float
     calibrator: object | None = None           # Calibrator in the field, if any
+    ms_source: Path | None = None              # an existing MS (copied into the products, never modified)
+
+    @property
+    def tile_id(self) -> str:
+        return self.tile.tile_id if self.tile is not None else self.ms_source.name.removesuffix(".ms")
 
     @property
     def folder_name(self) -> str:
-        return self.tile.tile_id.replace(":", "")
+        return self.tile_id.replace(":", "")
 
 
 @dataclass
@@ -82,7 +89,7 @@ def process_tile(lake_path: str, plan: TilePlan, products: str, cal_tables: list
     from eselake.ingest.measure import measure_image
     from eselake.lake import Lake
 
-    res = TileResult(plan.tile.tile_id)
+    res = TileResult(plan.tile_id)
     folder = Path(products) / plan.folder_name
     folder.mkdir(parents=True, exist_ok=True)
     ms = folder / "tile.ms"
@@ -90,7 +97,12 @@ def process_tile(lake_path: str, plan: TilePlan, products: str, cal_tables: list
         t = time.perf_counter()
         res.stage = "convert"
         if not ms.exists():
-            convert_tile(plan.tile, ms, dec_deg=plan.dec_deg)
+            if plan.ms_source is not None:
+                tmp = folder / f".tile.ms.{uuid.uuid4().hex[:6]}.tmp"
+                shutil.copytree(plan.ms_source, tmp)
+                tmp.rename(ms)
+            else:
+                convert_tile(plan.tile, ms, dec_deg=plan.dec_deg)
         res.seconds["convert"] = time.perf_counter() - t
         t = time.perf_counter()
         res.stage = "calibrate"
@@ -157,12 +169,16 @@ def ingest_uvh5(lake, uvh5_dir, products, *, calibrators, catalog: str = "nvss",
     todo = []
     for p in plans:
         if not force and _done(lake, products, p):
-            report(TileResult(p.tile.tile_id, "skipped"))
+            report(TileResult(p.tile_id, "skipped"))
         else:
             todo.append(p)
+    _run_plans(lake, plans, todo, products, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), report)
+    return results
+
+
+def _run_plans(lake, plans, todo, products: Path, workers: int, common: tuple, report) -> None:
+    """Process ``todo``: calibrator tiles first, then the others with their day's solutions."""
     cal_plans = [p for p in plans if p.calibrator is not None]
-    args = (str(lake.path), str(products))
-    common = (catalog, imager, fov_deg, niter, min_flux_mjy)
 
     def tables_for(p: TilePlan) -> list[str] | None:
         same_day = [c for c in cal_plans if c.mid.datetime.date() == p.mid.datetime.date()]
@@ -179,14 +195,65 @@ def ingest_uvh5(lake, uvh5_dir, products, *, calibrators, catalog: str = "nvss",
         jobs = [(p, None if p.calibrator is not None else tables_for(p)) for p in batch]
         if workers <= 1:
             for p, tabs in jobs:
-                report(process_tile(args[0], p, args[1], tabs, *common))
+                report(process_tile(str(lake.path), p, str(products), tabs, *common))
             return
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futs = [pool.submit(process_tile, args[0], p, args[1], tabs, *common) for p, tabs in jobs]
+            futs = [pool.submit(process_tile, str(lake.path), p, str(products), tabs, *common) for p, tabs in jobs]
             for f in as_completed(futs):
                 report(f.result())
 
     # calibrator tiles first: their solutions are transferred to the other tiles of the day
     run([p for p in todo if p.calibrator is not None])
     run([p for p in todo if p.calibrator is None])
+
+
+def ms_plan(ms, dec_deg: float | None, calibrators) -> TilePlan:
+    """Plan for an existing Measurement Set: its phase centre and mid-time from the MS itself."""
+    from astropy.coordinates import SkyCoord
+
+    from eselake.ingest.calibrate import calibrator_in_field, ms_times_freqs
+    from eselake.ingest.casa import tools
+
+    ms = Path(ms).absolute()
+    if not (ms / "table.dat").exists():
+        raise InputError(f"{ms}: not a Measurement Set")
+    tb = tools().table()
+    tb.open(f"{ms}/FIELD")
+    ra, dec = tb.getcol("PHASE_DIR")[:, 0, 0]
+    tb.close()
+    c = SkyCoord(np.rad2deg(ra) % 360, np.rad2deg(dec), unit="deg")
+    t, _ = ms_times_freqs(ms)
+    mid = Time(float(np.mean(t)), format="mjd", scale="utc")
+    return TilePlan(None, mid, float(dec_deg if dec_deg is not None else c.dec.deg), float(c.ra.deg),
+                    float(c.dec.deg), calibrator_in_field(c, calibrators), ms_source=ms)
+
+
+def ingest_ms(lake, ms_paths, products, *, calibrators, catalog: str = "nvss", dec_deg: float | None = None,
+              workers: int = 1, imager: str = "auto", fov_deg: float = 3.0, niter: int = 2000,
+              min_flux_mjy: float | None = None, force: bool = False, on_result=None) -> list[TileResult]:
+    """Enter the chain with Measurement Sets (copied into ``products``, then calibrated, imaged, measured)."""
+    from eselake.ingest.calibrate import read_calibrators
+
+    products = Path(products).absolute()
+    cals = calibrators if isinstance(calibrators, list) else read_calibrators(calibrators)
+    results: list[TileResult] = []
+
+    def report(r):
+        results.append(r)
+        if on_result:
+            on_result(r, len(results), len(ms_paths))
+
+    plans = []
+    for ms in ms_paths:
+        try:
+            plans.append(ms_plan(ms, dec_deg, cals))
+        except EselakeError as exc:
+            report(TileResult(Path(ms).name, "failed", error=str(exc)))
+    todo = []
+    for p in plans:
+        if not force and _done(lake, products, p):
+            report(TileResult(p.tile_id, "skipped"))
+        else:
+            todo.append(p)
+    _run_plans(lake, plans, todo, products, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), report)
     return results
