@@ -65,6 +65,42 @@ def lake_group() -> None:
     """Inspect and maintain the lake folder."""
 
 
+@lake_group.command("check")
+@click.option("--fix", is_flag=True, help="Remove leftovers of interrupted writes older than --min-age-s")
+@click.option("--min-age-s", type=float, default=3600.0, show_default=True)
+@pass_lake
+def lake_check(lake: Lake, fix: bool, min_age_s: float) -> None:
+    """Find orphan temp files, unreferenced files, duplicate rows and unreadable files."""
+    import polars as pl
+
+    from eselake.lake import maintain
+
+    findings = maintain.check(lake)
+    errors = [f for f in findings if f.severity == "error"]
+    if findings:
+        write_frame(pl.DataFrame([f.__dict__ for f in findings]), "table", None)
+    if fix:
+        removed = maintain.fix(lake, findings, min_age_s)
+        console.print(f"removed {len(removed)} leftover file(s)")
+    if errors:
+        console.print(f"[red]{len(errors)} error(s)[/red] in {lake.path}")
+        sys.exit(1)
+    leftovers = len(findings) - len(errors)
+    console.print(f"lake {lake.path} is clean" + (f" ({leftovers} leftover(s) of interrupted or superseded writes, "
+                                                  "invisible to queries; --fix removes them)" if leftovers else ""))
+
+
+@lake_group.command("compact")
+@click.option("--night", "nights", multiple=True, help="Only these nights (YYYY-MM-DD) [default: all]")
+@pass_lake
+def lake_compact(lake: Lake, nights) -> None:
+    """Merge each night's small files into one file sorted by source_id (atomic; results unchanged)."""
+    from eselake.lake import maintain
+
+    done = maintain.compact(lake, list(nights) or None)
+    console.print(f"compacted {len(done)} night(s), {sum(done.values())} rows")
+
+
 @lake_group.command("info")
 @pass_lake
 def lake_info(lake: Lake) -> None:

@@ -192,7 +192,10 @@ class Lake:
                 return pq.read_table(f).to_pylist()[0]
             except (OSError, pa.ArrowInvalid):
                 continue
-        return None
+        if not self.files("images"):
+            return None
+        rows = self.sql("SELECT * FROM images WHERE image_id = ?", [image_id]).to_dicts()   # batch/compacted
+        return rows[0] if rows else None
 
     def write_catalog(self, catalog: str, table: pa.Table) -> Path:
         """Replace catalogue ``catalog``'s sources (one file per catalogue) atomically."""
