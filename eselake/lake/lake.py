@@ -60,13 +60,43 @@ class Lake:
         """A new in-process DuckDB connection with all eselake views (caller closes it)."""
         return _connect.open_connection(self.path)
 
+    def fingerprint(self) -> tuple:
+        """Names, sizes and mtimes of every committed-data file: changes whenever anything is written."""
+        out = []
+        for name in ("images", "photometry", "catalog_sources"):
+            folder = self.dataset_dir(name)
+            if folder.is_dir():
+                for f in folder.rglob("*.parquet"):
+                    try:
+                        st = f.stat()
+                    except FileNotFoundError:
+                        continue
+                    out.append((str(f), st.st_size, st.st_mtime_ns))
+        return tuple(sorted(out))
+
+    def _refresh_gains_cache(self, con) -> None:
+        fp = self.fingerprint()
+        if fp != getattr(self, "_gains_fp", None):
+            con.execute("CREATE OR REPLACE TEMP TABLE _image_gains_cache AS SELECT * FROM image_gains")
+            con.execute("CREATE OR REPLACE VIEW image_gains_current AS SELECT * FROM _image_gains_cache")
+            self._gains_fp = fp
+
     def _query(self, fn):
         with self._lock:
             for attempt in range(6):
-                if self._con is None:
-                    self._con = self.connect()
-                else:
-                    _connect.refresh_base_views(self._con, self.path)
+                try:
+                    if self._con is None:
+                        self._gains_fp = None
+                        self._con = self.connect()
+                    else:
+                        _connect.refresh_base_views(self._con, self.path)
+                    self._refresh_gains_cache(self._con)
+                except duckdb.IOException as exc:
+                    if attempt == 5 or not any(s in str(exc) for s in _RETRYABLE):
+                        raise
+                    self._gains_fp = None
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
                 try:
                     return fn(self._con)
                 except duckdb.IOException as exc:

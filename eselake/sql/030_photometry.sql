@@ -12,4 +12,4 @@ SELECT m.*,
        sqrt(pow(CAST(m.peak_err_jyb AS DOUBLE) / g.gain, 2)
             + pow(CAST(m.peak_jyb AS DOUBLE) * g.gain_err / pow(g.gain, 2), 2)) AS normalized_err_jy
 FROM measurements m
-LEFT JOIN image_gains g USING (image_id);
+LEFT JOIN image_gains_current g USING (image_id);
