@@ -90,6 +90,17 @@ def measure_image(lake: Lake, fits_path, *, catalog: str = "nvss", sources=None,
     image_id = image_id_for(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    if skip_existing and write:
+        # one process measures an image at a time; the others wait, then find it done and skip it
+        with lake.lock(f"measure-{image_id}"):
+            return _measure(lake, path, image_id, catalog, sources, min_flux_mjy, radius_deg, beam, mjd,
+                            noise_map, kind, noise_corr, True, write)
+    return _measure(lake, path, image_id, catalog, sources, min_flux_mjy, radius_deg, beam, mjd, noise_map,
+                    kind, noise_corr, skip_existing, write)
+
+
+def _measure(lake, path, image_id, catalog, sources, min_flux_mjy, radius_deg, beam, mjd, noise_map, kind,
+             noise_corr, skip_existing, write) -> MeasureResult:
     stat = path.stat()
     if skip_existing:
         done = lake.committed_image(image_id)
