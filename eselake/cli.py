@@ -23,7 +23,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except (EselakeError, duckdb.Error, ValueError) as exc:
-            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
 

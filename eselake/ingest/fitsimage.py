@@ -188,4 +188,6 @@ def read_noise_map(path, shape) -> np.ndarray:
         data = data[0]
     if data.shape != tuple(shape):
         raise InputError(f"{path}: noise map shape {data.shape} differs from the image's {tuple(shape)}")
+    if not (np.isfinite(data) & (data > 0)).any():
+        raise InputError(f"{path}: noise map has no positive rms values (zero, negative or blank everywhere)")
     return data
