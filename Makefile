@@ -15,14 +15,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[radio,dev]'
 	touch $(STAMP)
 
-# Optional system packages (headless Chromium for the browser test). Best effort: needs root and apt-get;
-# the tests that need them skip cleanly when they are absent.
+# Optional system packages from Debian: WSClean (the imager used when on PATH; casatasks.tclean otherwise) and
+# headless Chromium for the browser test. Best effort: needs root and apt-get; tests that need them skip cleanly.
 system-deps:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
-	  || echo "system-deps: could not install chromium; browser tests will skip"; fi
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  { command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || missing="$$missing chromium chromium-driver"; \
+	  command -v wsclean >/dev/null || missing="$$missing wsclean"; \
+	  if [ -n "$$missing" ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	    || echo "system-deps: could not install$$missing; the tests that need them will skip"; \
+	  fi; fi
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(BIN)/eselake demo --out demo-out
 
 test: $(STAMP) system-deps
