@@ -313,28 +313,23 @@ def plot_lightcurve(lake, source_id, output, raw, no_dip) -> None:
     console.print(f"wrote {output}")
 
 
-@plot_group.command("variability")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
-@click.option("--preset", type=click.Choice(["conservative", "moderate", "sensitive"]), default="moderate")
-@pass_lake
-def plot_variability(lake, output, preset) -> None:
-    """eta-V diagram of all sources with ESE candidates highlighted."""
-    from eselake.charts import save_chart, variability_chart
+def _preset_chart_command(name: str, builder: str, doc: str):
+    @plot_group.command(name, help=doc)
+    @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
+    @click.option("--preset", type=click.Choice(["conservative", "moderate", "sensitive"]), default="moderate")
+    @pass_lake
+    def command(lake, output, preset) -> None:
+        from eselake import charts
 
-    save_chart(variability_chart(lake, preset=preset), output)
-    console.print(f"wrote {output}")
+        charts.save_chart(getattr(charts, builder)(lake, preset=preset), output)
+        console.print(f"wrote {output}")
+    return command
 
 
-@plot_group.command("candidates")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
-@click.option("--preset", type=click.Choice(["conservative", "moderate", "sensitive"]), default="moderate")
-@pass_lake
-def plot_candidates(lake, output, preset) -> None:
-    """Summary of the ESE candidates (composite score, confidence)."""
-    from eselake.charts import candidates_chart, save_chart
-
-    save_chart(candidates_chart(lake, preset=preset), output)
-    console.print(f"wrote {output}")
+plot_variability = _preset_chart_command("variability", "variability_chart",
+                                         "eta-V diagram of all sources with ESE candidates highlighted.")
+plot_candidates = _preset_chart_command("candidates", "candidates_chart",
+                                        "Summary of the ESE candidates (composite score, confidence).")
 
 
 # ------------------------------------------------------------------------------------------ server
@@ -385,6 +380,14 @@ def ingest_group() -> None:
     """Run the radio chain into the lake (UVH5 -> MS -> calibration -> image -> photometry)."""
 
 
+def _ingest_summary(results, what: str) -> None:
+    counts = {s: sum(r.stage == s for r in results) for s in ("done", "skipped", "failed")}
+    console.print(f"{counts['done']} {what} ingested, {counts['skipped']} already in the lake, "
+                  f"{counts['failed']} failed")
+    if counts["failed"]:
+        sys.exit(1)
+
+
 def _print_tile(res, k, n) -> None:
     if res.stage == "failed":
         err_console.print(f"[red]tile {res.tile_id} failed[/red] {res.error}", highlight=False)
@@ -418,11 +421,7 @@ def ingest_uvh5_cmd(lake, uvh5_dir, products, calibrators, catalog, dec_deg, wor
 
         results = ingest_uvh5(lake, uvh5_dir, products, calibrators=calibrators, catalog=catalog, dec_deg=dec_deg,
                               workers=workers, imager=imager, fov_deg=fov_deg, force=force, on_result=on_result)
-    counts = {s: sum(r.stage == s for r in results) for s in ("done", "skipped", "failed")}
-    console.print(f"{counts['done']} tiles ingested, {counts['skipped']} already in the lake, "
-                  f"{counts['failed']} failed")
-    if counts["failed"]:
-        sys.exit(1)
+    _ingest_summary(results, "tiles")
 
 
 @ingest_group.command("ms")
@@ -442,11 +441,7 @@ def ingest_ms_cmd(lake, ms_paths, products, calibrators, catalog, dec_deg, worke
 
     results = ingest_ms(lake, list(ms_paths), products, calibrators=calibrators, catalog=catalog, dec_deg=dec_deg,
                         workers=workers, imager=imager, force=force, on_result=_print_tile)
-    counts = {s: sum(r.stage == s for r in results) for s in ("done", "skipped", "failed")}
-    console.print(f"{counts['done']} measurement sets ingested, {counts['skipped']} already in the lake, "
-                  f"{counts['failed']} failed")
-    if counts["failed"]:
-        sys.exit(1)
+    _ingest_summary(results, "measurement sets")
 
 
 @ingest_group.command("fits")

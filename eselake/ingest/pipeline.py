@@ -166,18 +166,19 @@ def ingest_uvh5(lake, uvh5_dir, products, *, calibrators, catalog: str = "nvss",
             plans.append(tile_plan(tile, dec_deg, cals))
         except EselakeError as exc:
             report(TileResult(tile.tile_id, "failed", error=str(exc)))
+    _run_plans(lake, plans, products, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), report, force)
+    return results
+
+
+def _run_plans(lake, plans, products: Path, workers: int, common: tuple, report, force: bool) -> None:
+    """Skip what the lake already has (unless ``force``), then process calibrator tiles first and the others
+    with their day's solutions."""
     todo = []
     for p in plans:
         if not force and _done(lake, products, p):
             report(TileResult(p.tile_id, "skipped"))
         else:
             todo.append(p)
-    _run_plans(lake, plans, todo, products, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), report)
-    return results
-
-
-def _run_plans(lake, plans, todo, products: Path, workers: int, common: tuple, report) -> None:
-    """Process ``todo``: calibrator tiles first, then the others with their day's solutions."""
     cal_plans = [p for p in plans if p.calibrator is not None]
 
     def tables_for(p: TilePlan) -> list[str] | None:
@@ -249,11 +250,5 @@ def ingest_ms(lake, ms_paths, products, *, calibrators, catalog: str = "nvss", d
             plans.append(ms_plan(ms, dec_deg, cals))
         except EselakeError as exc:
             report(TileResult(Path(ms).name, "failed", error=str(exc)))
-    todo = []
-    for p in plans:
-        if not force and _done(lake, products, p):
-            report(TileResult(p.tile_id, "skipped"))
-        else:
-            todo.append(p)
-    _run_plans(lake, plans, todo, products, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), report)
+    _run_plans(lake, plans, products, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), report, force)
     return results
