@@ -74,27 +74,28 @@ def _quad(cinv: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return a * dx * dx + 2 * b * dx * dy + c * dy * dy
 
 
-def _annulus_rms(data, ix, iy, r_in, r_out, fallback, chunk_values=20_000_000):
-    """Sigma-clipped (3 sigma, MAD) rms of the pixels r_in <= r < r_out around each source."""
+def _annulus_rms(data, ix, iy, r_in, r_out, fallback, step=1, chunk_values=20_000_000):
+    """Sigma-clipped (3 sigma, MAD) rms of the pixels r_in <= r < r_out around each source, sampled every
+    ``step`` pixels (noise is correlated over a beam, so a sparser grid loses no independent samples)."""
     R = int(np.ceil(r_out))
     off = np.arange(-R, R + 1)
     oy, ox = np.meshgrid(off, off, indexing="ij")
     rr = np.hypot(ox, oy)
-    ring = (rr >= r_in) & (rr < r_out)
+    ring = (rr >= r_in) & (rr < r_out) & (ox % step == 0) & (oy % step == 0)
     oyr, oxr = oy[ring], ox[ring]
     ny, nx = data.shape
     out = np.full(ix.size, np.nan)
-    step = max(1, chunk_values // max(1, ring.sum()))
-    for s in range(0, ix.size, step):
-        py = iy[s:s + step, None] + oyr[None, :]
-        px = ix[s:s + step, None] + oxr[None, :]
+    chunk = max(1, chunk_values // max(1, ring.sum()))
+    for s in range(0, ix.size, chunk):
+        py = iy[s:s + chunk, None] + oyr[None, :]
+        px = ix[s:s + chunk, None] + oxr[None, :]
         inside = (py >= 0) & (py < ny) & (px >= 0) & (px < nx)
         vals = np.where(inside, data[np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1)], np.nan)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")          # NaN beyond the image edge is expected here
             _, _, std = sigma_clipped_stats(vals, axis=1, sigma=3.0, maxiters=5, stdfunc="mad_std")
         ngood = np.isfinite(vals).sum(axis=1)
-        out[s:s + step] = np.where(ngood >= 20, np.asarray(std, float), np.nan)
+        out[s:s + chunk] = np.where(ngood >= 20, np.asarray(std, float), np.nan)
     low = ~np.isfinite(out) | (out <= 0)
     out[low] = fallback
     return out, low
@@ -237,7 +238,8 @@ def forced_photometry(data: np.ndarray, x: np.ndarray, y: np.ndarray, beam_cov_p
         local = np.where(low, image_rms, local)
     else:
         r_in, r_out = (annulus_beams[0] * fwhm_maj.max(), annulus_beams[1] * fwhm_maj.max())
-        local, low = _annulus_rms(data, ix, iy, max(r_in, h + 1.0), max(r_out, h + 6.0), image_rms)
+        local, low = _annulus_rms(data, ix, iy, max(r_in, h + 1.0), max(r_out, h + 6.0), image_rms,
+                                  step=max(1, int(fwhm_maj.min() / 2.5)))
     sub_flags[low] |= FLAG_LOWRMS
     if noise_corr == "beam":
         factor = _correlated_noise_factor(np.where(valid, K, 0.0), cinv)
