@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -74,17 +75,40 @@ def refresh_base_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
         con.execute(base_view_sql(root, ds))
 
 
-def open_connection(root: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every eselake view created over the lake at ``root``."""
-    con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
+RETRYABLE = ("No such file", "No files found", "Could not open file", "Cannot open file", "cannot open file")
+
+
+def is_retryable(exc: Exception) -> bool:
+    """A file vanished between DuckDB's glob and its read (a writer replaced it): try again."""
+    return isinstance(exc, duckdb.IOException) and any(s in str(exc) for s in RETRYABLE)
+
+
+def open_connection(root: Path, attempts: int = 10) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every eselake view created over the lake at ``root``.
+    Creating a view reads the files' schemas, so a concurrent writer removing a file is retried."""
+    for attempt in range(attempts):
+        con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
+        try:
+            _create_views(con, root)
+            return con
+        except duckdb.Error as exc:
+            con.close()
+            if not is_retryable(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     refresh_base_views(con, root)
     files = view_files()
     for vf in files:
         try:
             con.execute(vf.text)
         except duckdb.Error as exc:
+            if is_retryable(exc):
+                raise
             raise RuntimeError(f"view {vf.name} ({vf.file}) failed to load: {exc}") from exc
     rows = ", ".join(f"({_sql_str(v.name)}, {v.version}, {_sql_str(v.file)})" for v in files)
     con.execute("CREATE OR REPLACE VIEW eselake_views AS SELECT * FROM (VALUES "
                 f"{rows}) AS t(view_name, version, file)")
-    return con

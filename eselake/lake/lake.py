@@ -20,8 +20,6 @@ from eselake.lake.layout import (CATALOG_SCHEMA, DATASETS, IMAGES_SCHEMA, PHOTOM
                                  REVIEWS_SCHEMA, TMP_SUFFIX, new_ingest_id, night_of, safe_name)
 from eselake.lake.write import conform, file_lock, write_parquet_atomic
 
-# A file can vanish between DuckDB's glob and its read when a writer replaces an image: retry the query.
-_RETRYABLE = ("No such file", "No files found", "Could not open file", "cannot open file")
 
 
 def fetch_arrow(con: duckdb.DuckDBPyConnection, query: str, params=None) -> pa.Table:
@@ -35,6 +33,9 @@ def fetch_arrow(con: duckdb.DuckDBPyConnection, query: str, params=None) -> pa.T
             table = fn()
             return table.read_all() if isinstance(table, pa.RecordBatchReader) else table
     raise RuntimeError("this DuckDB version has no Arrow export")
+
+
+ATTEMPTS = 10     # tries of a query whose files a concurrent writer replaced under it
 
 
 def default_lake_path() -> Path:
@@ -83,7 +84,7 @@ class Lake:
 
     def _query(self, fn):
         with self._lock:
-            for attempt in range(6):
+            for attempt in range(ATTEMPTS):
                 try:
                     if self._con is None:
                         self._gains_fp = None
@@ -91,16 +92,16 @@ class Lake:
                     else:
                         _connect.refresh_base_views(self._con, self.path)
                     self._refresh_gains_cache(self._con)
-                except duckdb.IOException as exc:
-                    if attempt == 5 or not any(s in str(exc) for s in _RETRYABLE):
+                except duckdb.Error as exc:
+                    if attempt == ATTEMPTS - 1 or not _connect.is_retryable(exc):
                         raise
                     self._gains_fp = None
                     time.sleep(0.05 * (attempt + 1))
                     continue
                 try:
                     return fn(self._con)
-                except duckdb.IOException as exc:
-                    if attempt == 5 or not any(s in str(exc) for s in _RETRYABLE):
+                except duckdb.Error as exc:
+                    if attempt == ATTEMPTS - 1 or not _connect.is_retryable(exc):
                         raise
                     time.sleep(0.05 * (attempt + 1))
 
