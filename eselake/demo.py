@@ -28,6 +28,9 @@ def run_demo(out: Path, days: int = 40, workers: int = 2, lake: Lake | None = No
     from eselake.source import Source
 
     console = console or Console()
+    if days < 30:
+        console.print(f"[yellow]note:[/yellow] with {days} days the injected ESE (at least 20 days) fills most of "
+                      "the lightcurve and may not stand out; 30 days or more are needed for a clear detection")
     out = Path(out).absolute()
     lake = lake or Lake(out / "lake")
     sim_dir = out / "sim"
@@ -38,6 +41,12 @@ def run_demo(out: Path, days: int = 40, workers: int = 2, lake: Lake | None = No
             task = prog.add_task(f"simulating {days} days of DSA-110 tiles", total=days * cfg.tiles_per_day)
             simulate(cfg, progress=lambda k, n: prog.update(task, completed=k))
     else:
+        import json as _json
+        previous = _json.loads((sim_dir / "simulation.json").read_text()).get("days")
+        if previous != days:
+            from eselake.errors import EselakeError
+            raise EselakeError(f"{out} holds a simulation of {previous} days, not {days}; use another --out "
+                               "or remove it")
         console.print(f"using the simulation already in {sim_dir}")
     cat = load_catalog_file(sim_dir / "catalog.csv", "nvss")
     lake.write_catalog("nvss", cat)
@@ -55,9 +64,11 @@ def run_demo(out: Path, days: int = 40, workers: int = 2, lake: Lake | None = No
     console.print(f"{done} tiles ingested, {sum(r.stage == 'skipped' for r in results)} already in the lake, "
                   f"{sum(r.stage == 'failed' for r in results)} failed ({time.perf_counter() - t0:.0f} s)")
     cands = detect_ese_candidates(lake, preset="moderate", use_composite_scoring=True)
-    console.print(rich_table(cands.select("source_id", "composite_score", "confidence", "significance", "chi2_nu",
-                                          "dip_depth", "dip_start_mjd", "dip_end_mjd"),
-                             title="ESE candidates (moderate preset, composite scoring)"))
+    shown = cands.select(
+        "source_id", pl.col("composite_score").round(1).alias("score"), pl.col("confidence").alias("conf."),
+        pl.col("chi2_nu").round(1).alias("chi2/nu"), pl.col("dip_depth").round(2).alias("depth"),
+        pl.col("dip_start_mjd").round(1).alias("dip start"), pl.col("dip_end_mjd").round(1).alias("dip end"))
+    console.print(rich_table(shown, title="ESE candidates (moderate preset, composite scoring)"))
     import json
     meta = json.loads((sim_dir / "simulation.json").read_text())
     injected = [s["source_id"] for s in meta["sources"] if s["kind"] == "ese"]

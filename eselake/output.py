@@ -16,8 +16,8 @@ FORMATS = ("table", "csv", "json", "parquet", "votable")
 
 def rich_table(df: pl.DataFrame, *, title: str | None = None, max_rows: int = 200) -> Table:
     table = Table(title=title, show_lines=False, header_style="bold")
-    for name in df.columns:
-        table.add_column(name, overflow="fold")
+    for k, name in enumerate(df.columns):
+        table.add_column(name, overflow="fold", no_wrap=(k == 0))
     for row in df.head(max_rows).iter_rows():
         table.add_row(*[_cell(v) for v in row])
     if df.height > max_rows:

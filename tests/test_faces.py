@@ -163,3 +163,19 @@ def test_page_in_headless_chromium(small_lake, tmp_path):
         driver.quit()
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_long_lightcurves_are_binned(tmp_path):
+    """4000 measurements (several per day) are drawn as daily bins: the chart stays small and readable."""
+    sim = simulate_photometry(6, 4000, cadence_days=0.1, noise_jy=2e-3, frac_noise=0.02, seed=1)
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images, sim.photometry)
+    src = Source(sim.source_ids[0], lake)
+    assert src.measurements.height == 4000
+    spec = src.plot_lightcurve(outfile=tmp_path / "lc.png").to_dict()
+    points = next(layer for layer in spec["layer"] if str(layer["mark"]).find("circle") >= 0)
+    data = points.get("data") or spec.get("data")
+    n_drawn = len(data["values"]) if "values" in data else len(spec["datasets"][data["name"]])
+    title = spec["title"]["text"] if isinstance(spec["title"], dict) else spec["title"]
+    assert n_drawn <= 401 and "daily bins" in title
+    assert (tmp_path / "lc.png").stat().st_size > 2000

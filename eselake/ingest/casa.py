@@ -20,12 +20,22 @@ def in_folder(path):
         os.chdir(old)
 
 
+# Messages CASA prints on every call that carry nothing for a user: the component list's close notice, and the
+# staleness notice of the leap-second table shipped in casadata (no leap second has been added since 2017).
+_NOISE = ("componentlist closed", "Leap second table TAI_UTC seems out-of-date",
+          "Until the table is updated (see the CASA documentation", "times and coordinates derived from UTC could be wrong")
+
+
 def tasks():
-    """casatasks, imported lazily (the offline site config is applied by ``import eselake``)."""
+    """casatasks, imported lazily (the offline site config is applied by ``import eselake``); CASA's own
+    messages go to its log file, not to the terminal."""
     import casatasks
+    casatasks.casalog.showconsole(onconsole=False)
+    casatasks.casalog.filterMsg(list(_NOISE))
     return casatasks
 
 
 def tools():
     import casatools
+    tasks()
     return casatools

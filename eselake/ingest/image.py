@@ -5,11 +5,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
+from astropy.wcs import WCS, FITSFixedWarning
 
 from eselake.errors import EselakeError
 from eselake.ingest import dsa110
@@ -88,7 +89,9 @@ def pb_correct(image_fits: Path, pbcor_fits: Path, pb_fits: Path, times_mjd, fre
     with fits.open(image_fits) as hdul:
         hdr = hdul[0].header.copy()
         data = hdul[0].data.astype(np.float32)
-    w = WCS(hdr).celestial
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        w = WCS(hdr).celestial
     ny, nx = data.shape[-2:]
     yy, xx = np.mgrid[0:ny, 0:nx]
     ra, dec = w.all_pix2world(xx, yy, 0)
@@ -97,7 +100,7 @@ def pb_correct(image_fits: Path, pbcor_fits: Path, pb_fits: Path, times_mjd, fre
     from astropy.time import Time
     hdr["DATE-OBS"] = Time(t0, format="mjd", scale="utc").isot
     hdr["MJD-OBS"] = t0
-    hdr["EXPTIME"] = (exposure_s, "[s] tile duration; mid-time = DATE-OBS + EXPTIME/2")
+    hdr["EXPTIME"] = (exposure_s, "[s] duration; mid-time = DATE-OBS + EXPTIME/2")
     hdr["TIMESYS"] = "UTC"
     hdr["BUNIT"] = "Jy/beam"
     pbh = hdr.copy()

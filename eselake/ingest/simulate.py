@@ -135,7 +135,7 @@ def _telescope(names, xyz):
     numbers = [int(n.split("-")[1]) for n in names]
     return Telescope.new(name="DSA-110", location=loc, antenna_positions=rel, antenna_names=names,
                          antenna_numbers=numbers, instrument="DSA-110", antenna_diameters=[dsa110.DISH_DIAMETER_M] * len(names),
-                         mount_type="alt-az", x_orientation="east", update_from_known=False)
+                         mount_type="alt-az", feeds=["x", "y"], x_orientation="east", update_from_known=False)
 
 
 def write_tile(cfg: SimConfig, start: Time, sky: list[SimSource], gains: np.ndarray, rng,
