@@ -27,10 +27,6 @@ class _Group(click.Group):
             sys.exit(2)
 
 
-def _lake(ctx: click.Context) -> Lake:
-    return ctx.find_root().obj["lake"]
-
-
 pass_lake = click.make_pass_decorator(Lake, ensure=False)
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from eselake import Lake
 from eselake.cli import main
-from tests.test_measure import BEAM, CELL, make_field
+from tests.test_measure import BEAM, make_field
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 """The radio chain on tiny simulated DSA-110 tiles: each stage, and one end-to-end run."""
-import json
 import shutil
 
 import numpy as np

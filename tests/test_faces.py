@@ -1,10 +1,7 @@
 """Charts, the REST API and the web page over a small lake (ids with spaces and '+')."""
-import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from urllib.parse import quote

@@ -1,10 +1,8 @@
 """Reliability: kill -9 during ingest, concurrent ingest, queries during ingest, API fuzzing."""
-import os
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -105,7 +103,6 @@ def test_queries_during_ingest(image_set, tmp_path):
     client = TestClient(create_app(Lake(lake.path)))
     reader = Lake(lake.path)
     n_queries = 0
-    sid = "NVSS J" + "x"
     try:
         while time.time() < stop:
             per_image = reader.sql("SELECT image_id, count(*) AS n FROM photometry GROUP BY image_id")

@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from astropy import units as u
 from astropy.time import Time
 
 from eselake.errors import InputError

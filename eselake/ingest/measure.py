@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -205,6 +204,3 @@ def measure_batch(lake: Lake, paths: Iterable[Path], *, workers: int = 1,
                 record(fut.result())
     return done, errors
 
-
-def default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 1)))

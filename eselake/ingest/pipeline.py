@@ -22,7 +22,6 @@ from astropy import units as u
 from astropy.time import Time
 
 from eselake.errors import EselakeError, InputError
-from eselake.ingest import dsa110
 from eselake.ingest.convert import Tile, convert_tile, group_tiles
 
 

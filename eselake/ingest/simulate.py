@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -190,7 +191,7 @@ def write_tile(cfg: SimConfig, start: Time, sky: list[SimSource], gains: np.ndar
         uv.history = "eselake simulated DSA-110 subband"
         uv.extra_keywords["phase_center_dec"] = float(np.deg2rad(cfg.dec_deg))   # as the correlator records it
         jitter = int(rng.integers(0, 4))                                   # the correlator's files differ by seconds
-        name = (stamp_base.replace(microsecond=0) + __import__("datetime").timedelta(seconds=jitter)).strftime(
+        name = (stamp_base.replace(microsecond=0) + timedelta(seconds=jitter)).strftime(
             "%Y-%m-%dT%H:%M:%S") + f"_sb{sb:02d}.hdf5"
         path = cfg.out / "uvh5" / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eselake.lake.lake import fetch_arrow
-from eselake.lake.layout import DATASETS, IMAGES_SCHEMA, PHOTOMETRY_SCHEMA, TMP_SUFFIX, new_ingest_id
+from eselake.lake.layout import DATASETS, IMAGES_SCHEMA, PHOTOMETRY_SCHEMA, new_ingest_id
 from eselake.lake.write import conform, write_parquet_atomic
 
 

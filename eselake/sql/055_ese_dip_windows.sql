@@ -1,5 +1,5 @@
 -- view: ese_dip_windows
--- version: 1
+-- version: 2
 -- ESE dip scan. For every source, window length L in (14, 30, 60, 90, 180) days and window start day d
 -- (windows lying inside the observed span), over the daily-binned lightcurve with weights w = 1/err^2:
 --   mean_in   weighted mean inside [d, d + L)        (a RANGE window frame)
@@ -19,16 +19,32 @@ tot AS (
     SELECT source_id, sum(w) AS w_tot, sum(w * f) AS s_tot, count(*) AS n_tot, max(day) AS last_day
     FROM d GROUP BY source_id
 ),
-lens AS (
-    SELECT unnest([14, 30, 60, 90, 180]) AS window_days
+wide AS MATERIALIZED (
+    -- all five window lengths in one pass (constant frames are much faster than a per-row frame size)
+    SELECT source_id, day, mjd,
+           sum(w) OVER w14 AS w_in_14, sum(w * f) OVER w14 AS s_in_14, count(*) OVER w14 AS n_in_14,
+           max(mjd) OVER w14 AS end_mjd_14,
+           sum(w) OVER w30 AS w_in_30, sum(w * f) OVER w30 AS s_in_30, count(*) OVER w30 AS n_in_30,
+           max(mjd) OVER w30 AS end_mjd_30,
+           sum(w) OVER w60 AS w_in_60, sum(w * f) OVER w60 AS s_in_60, count(*) OVER w60 AS n_in_60,
+           max(mjd) OVER w60 AS end_mjd_60,
+           sum(w) OVER w90 AS w_in_90, sum(w * f) OVER w90 AS s_in_90, count(*) OVER w90 AS n_in_90,
+           max(mjd) OVER w90 AS end_mjd_90,
+           sum(w) OVER w180 AS w_in_180, sum(w * f) OVER w180 AS s_in_180, count(*) OVER w180 AS n_in_180,
+           max(mjd) OVER w180 AS end_mjd_180
+    FROM d
+    WINDOW w14 AS (PARTITION BY source_id ORDER BY day RANGE BETWEEN CURRENT ROW AND 13 FOLLOWING),
+           w30 AS (PARTITION BY source_id ORDER BY day RANGE BETWEEN CURRENT ROW AND 29 FOLLOWING),
+           w60 AS (PARTITION BY source_id ORDER BY day RANGE BETWEEN CURRENT ROW AND 59 FOLLOWING),
+           w90 AS (PARTITION BY source_id ORDER BY day RANGE BETWEEN CURRENT ROW AND 89 FOLLOWING),
+           w180 AS (PARTITION BY source_id ORDER BY day RANGE BETWEEN CURRENT ROW AND 179 FOLLOWING)
 ),
 win AS (
-    SELECT d.source_id, l.window_days, d.day AS start_day, d.mjd AS start_mjd,
-           sum(d.w) OVER fr AS w_in, sum(d.w * d.f) OVER fr AS s_in, count(*) OVER fr AS n_in,
-           max(d.mjd) OVER fr AS end_mjd
-    FROM d CROSS JOIN lens l
-    WINDOW fr AS (PARTITION BY d.source_id, l.window_days ORDER BY d.day
-                  RANGE BETWEEN CURRENT ROW AND l.window_days - 1 FOLLOWING)
+    SELECT source_id, 14 AS window_days, day AS start_day, mjd AS start_mjd, w_in_14 AS w_in, s_in_14 AS s_in, n_in_14 AS n_in, end_mjd_14 AS end_mjd FROM wide
+    UNION ALL SELECT source_id, 30 AS window_days, day AS start_day, mjd AS start_mjd, w_in_30 AS w_in, s_in_30 AS s_in, n_in_30 AS n_in, end_mjd_30 AS end_mjd FROM wide
+    UNION ALL SELECT source_id, 60 AS window_days, day AS start_day, mjd AS start_mjd, w_in_60 AS w_in, s_in_60 AS s_in, n_in_60 AS n_in, end_mjd_60 AS end_mjd FROM wide
+    UNION ALL SELECT source_id, 90 AS window_days, day AS start_day, mjd AS start_mjd, w_in_90 AS w_in, s_in_90 AS s_in, n_in_90 AS n_in, end_mjd_90 AS end_mjd FROM wide
+    UNION ALL SELECT source_id, 180 AS window_days, day AS start_day, mjd AS start_mjd, w_in_180 AS w_in, s_in_180 AS s_in, n_in_180 AS n_in, end_mjd_180 AS end_mjd FROM wide
 ),
 cal AS MATERIALIZED (
     SELECT w.source_id, w.window_days, w.start_day, w.start_mjd, w.end_mjd, w.n_in,
@@ -42,20 +58,19 @@ cal AS MATERIALIZED (
       AND t.n_tot - w.n_in >= 10
 ),
 spread AS (
-    SELECT source_id, window_days, median(mean_out - mean_in) AS med_delta, count(*) AS n_windows
-    FROM cal GROUP BY source_id, window_days
+    SELECT *, mean_out - mean_in AS delta,
+           median(mean_out - mean_in) OVER per_length AS med_delta, count(*) OVER per_length AS n_windows
+    FROM cal
+    WINDOW per_length AS (PARTITION BY source_id, window_days)
 ),
 scatter AS (
-    SELECT c.source_id, c.window_days, s.med_delta, s.n_windows,
-           1.4826 * median(abs((c.mean_out - c.mean_in) - s.med_delta)) AS sd_delta
-    FROM cal c JOIN spread s USING (source_id, window_days)
-    GROUP BY c.source_id, c.window_days, s.med_delta, s.n_windows
+    SELECT *, 1.4826 * median(abs(delta - med_delta)) OVER (PARTITION BY source_id, window_days) AS sd_delta
+    FROM spread
 )
-SELECT c.source_id, c.window_days, c.start_day, c.start_mjd AS window_start_mjd, c.end_mjd AS window_end_mjd,
-       c.n_in, c.n_out, c.mean_in AS mean_in_jy, c.mean_out AS mean_out_jy,
-       1.0 - c.mean_in / c.mean_out AS depth,
-       (c.mean_out - c.mean_in) / c.delta_err AS z,
-       s.sd_delta AS scatter_jy, s.n_windows,
-       CASE WHEN s.n_windows >= 10 THEN
-            ((c.mean_out - c.mean_in) - s.med_delta) / greatest(s.sd_delta, c.delta_err) END AS dip_significance
-FROM cal c JOIN scatter s USING (source_id, window_days);
+SELECT source_id, window_days, start_day, start_mjd AS window_start_mjd, end_mjd AS window_end_mjd,
+       n_in, n_out, mean_in AS mean_in_jy, mean_out AS mean_out_jy,
+       1.0 - mean_in / mean_out AS depth,
+       delta / delta_err AS z,
+       sd_delta AS scatter_jy, n_windows,
+       CASE WHEN n_windows >= 10 THEN (delta - med_delta) / greatest(sd_delta, delta_err) END AS dip_significance
+FROM scatter;
