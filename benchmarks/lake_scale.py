@@ -25,11 +25,13 @@ from eselake.lake.write import conform, write_parquet_atomic
 
 def build(lake: Lake, n_sources: int, n_images: int, images_per_night: int) -> None:
     t0 = time.perf_counter()
+    base = np.exp(np.random.default_rng(0).uniform(np.log(0.05), np.log(1.0), n_sources))   # fixed per source
     for start in range(0, n_images, images_per_night):
         k = min(images_per_night, n_images - start)
         sim = simulate_photometry(n_sources, k, start_mjd=60000.0 + start / images_per_night, cadence_days=0.9 / k,
                                   noise_jy=2e-3, frac_noise=0.02, gain_sigma=0.03, seed=start,
-                                  dips=[Dip(7, 60000 + 0.4 * n_images / images_per_night, 40, 0.3)])
+                                  dips=[Dip(7, 60000 + 0.4 * n_images / images_per_night, 40, 0.3)],
+                                  base_flux_jy=base)
         ids = [f"img-{start + i:07d}" for i in range(k)]
         mapping = dict(zip(sim.images.column("image_id").to_pylist(), ids))
         images = sim.images.set_column(0, "image_id", pa.array(ids))

@@ -30,15 +30,18 @@ class SimulatedPhotometry:
 def simulate_photometry(n_sources: int, n_epochs: int, *, start_mjd: float = 60000.0, cadence_days: float = 1.0,
                         flux_range_jy=(0.05, 1.0), noise_jy: float = 1e-3, frac_noise: float = 0.0,
                         gain_sigma: float = 0.0, dips: list[Dip] | None = None, seed: int = 0,
-                        id_prefix: str = "SIM J") -> SimulatedPhotometry:
+                        id_prefix: str = "SIM J", base_flux_jy: np.ndarray | None = None) -> SimulatedPhotometry:
     """Lightcurves of ``n_sources`` constant sources observed once per ``cadence_days``.
 
     measured = true * gain_image + N(0, sqrt(noise_jy^2 + (frac_noise * true)^2)); gains ~ 1 + N(0, gain_sigma)
     are shared by all sources of an epoch (calibration errors); ``dips`` multiply a source by a smooth dip.
+    ``base_flux_jy`` fixes the sources' fluxes (to continue a simulation in chunks), else they are drawn.
     """
     rng = np.random.default_rng(seed)
     mjd = start_mjd + np.arange(n_epochs) * cadence_days + rng.uniform(-0.01, 0.01, n_epochs)
     base = np.exp(rng.uniform(np.log(flux_range_jy[0]), np.log(flux_range_jy[1]), n_sources))
+    if base_flux_jy is not None:
+        base = np.asarray(base_flux_jy, float)
     true = np.tile(base, (n_epochs, 1))
     for d in dips or []:
         true[:, d.source_index] *= smooth_dip(mjd, d.start_mjd, d.duration_days, d.depth)

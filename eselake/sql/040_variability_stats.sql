@@ -1,5 +1,5 @@
 -- view: variability_stats
--- version: 1
+-- version: 2
 -- Variability statistics per source over lightcurve_points (fluxes in mJy; w = 1 / err^2):
 --   n_obs, first_mjd, last_mjd, mean/std (sample)/min/max flux, weighted mean flux
 --   chi2_nu         = sum(w (f - f_wmean)^2) / (N - 1)
@@ -35,9 +35,12 @@ agg AS (
     FROM p GROUP BY source_id
 ),
 extremes AS MATERIALIZED (
-    SELECT source_id, image_id, mjd, f, e FROM p
-    QUALIFY row_number() OVER (PARTITION BY source_id ORDER BY f, image_id) <= 50
-         OR row_number() OVER (PARTITION BY source_id ORDER BY f DESC, image_id) <= 50
+    -- the 50 faintest and 50 brightest points of each source (top-N aggregates: no full sort)
+    SELECT source_id, x.image_id, x.mjd, x.f, x.e FROM (
+        SELECT source_id, unnest(list_distinct(list_concat(
+                   arg_min({'image_id': image_id, 'mjd': mjd, 'f': f, 'e': e}, f, 50),
+                   arg_max({'image_id': image_id, 'mjd': mjd, 'f': f, 'e': e}, f, 50)))) AS x
+        FROM p GROUP BY source_id)
 ),
 pairs AS (
     SELECT a.source_id,
