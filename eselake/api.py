@@ -140,11 +140,10 @@ def create_app(lake: Lake, *, writable: bool = False) -> FastAPI:
     @app.get("/api/ese/candidates/{source_id:path}")
     def candidate(source_id: str) -> dict:
         src = source_or_404(source_id)
-        presets = lake.sql("SELECT preset FROM ese_presets")["preset"].to_list()
-        from eselake.detection import detect_ese_candidates
-        member = {p: {"thresholds": detect_ese_candidates(lake, preset=p, source_id=source_id).height > 0,
-                      "composite": detect_ese_candidates(lake, preset=p, source_id=source_id,
-                                                         use_composite_scoring=True).height > 0} for p in presets}
+        flags = lake.sql("SELECT preset, passes_thresholds, passes_composite FROM ese_preset_flags "
+                         "WHERE source_id = ?", [source_id])
+        member = {r["preset"]: {"thresholds": bool(r["passes_thresholds"]), "composite": bool(r["passes_composite"])}
+                  for r in flags.iter_rows(named=True)}
         review = lake.sql("SELECT * FROM reviews WHERE source_id = ?", [source_id])
         return {"source_id": source_id, "scores": _rows(pl.DataFrame([src.ese]))[0] if src.ese else None,
                 "candidate_of": member, "review": _rows(review)[0] if review.height else None}

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
-DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+DUCKDB_CONFIG = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    # spill large sorts and joins to the system temp folder, not to ./.tmp in the user's working directory
+    "temp_directory": os.path.join(tempfile.gettempdir(), f"eselake-duckdb-{os.getuid()}"),
+}
 
 _applied = False
 
