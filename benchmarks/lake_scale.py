@@ -54,7 +54,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sources", type=int, default=10_000)
     ap.add_argument("--images", type=int, default=10_000)
-    ap.add_argument("--images-per-night", type=int, default=100)
+    ap.add_argument("--images-per-night", type=int, default=20,
+                    help="images per night (20: 500 nights, so a 40-day dip is a small part of each lightcurve)")
     ap.add_argument("--lightcurves", type=int, default=50)
     ap.add_argument("--keep", type=Path, default=None, help="build (or reuse) the lake here instead of a temp dir")
     args = ap.parse_args()
@@ -81,7 +82,8 @@ def main() -> None:
 
     timed("first query (views + gains cache build)", "SELECT count(*) AS n FROM images")
     timed("variability_stats, all sources", "SELECT * FROM variability_stats")
-    timed("ese_candidates, all sources", "SELECT * FROM ese_candidates")
+    cands = timed("ese_candidates, all sources", "SELECT * FROM ese_candidates")
+    print(f"  candidates: {cands['source_id'].to_list()[:5]} (injected: SIM J000007)")
     rng = np.random.default_rng(0)
     times = []
     for sid in rng.integers(0, args.sources, args.lightcurves):

@@ -1,5 +1,5 @@
 -- view: ese_dip_windows
--- version: 2
+-- version: 3
 -- ESE dip scan. For every source, window length L in (14, 30, 60, 90, 180) days and window start day d
 -- (windows lying inside the observed span), over the daily-binned lightcurve with weights w = 1/err^2:
 --   mean_in   weighted mean inside [d, d + L)        (a RANGE window frame)
@@ -10,6 +10,8 @@
 --             mean_in and the scatter is 1.4826 * MAD of delta over all positions of that window length
 --             for the same source. Red noise and calibration systematics inflate that scatter, so they do
 --             not fake dips; for white noise dip_significance ~ z.
+-- Windows start every max(1, L/10) days (every day for 14-day windows, every 18 days for 180-day ones): the
+-- dip's edges are measured separately (ese_dips), so a coarser start grid for long windows loses nothing.
 -- A window needs >= max(3, L/4) daily points inside, >= 10 outside, and >= 10 positions to calibrate.
 CREATE OR REPLACE VIEW ese_dip_windows AS
 WITH d AS MATERIALIZED (
@@ -41,10 +43,10 @@ wide AS MATERIALIZED (
 ),
 win AS (
     SELECT source_id, 14 AS window_days, day AS start_day, mjd AS start_mjd, w_in_14 AS w_in, s_in_14 AS s_in, n_in_14 AS n_in, end_mjd_14 AS end_mjd FROM wide
-    UNION ALL SELECT source_id, 30 AS window_days, day AS start_day, mjd AS start_mjd, w_in_30 AS w_in, s_in_30 AS s_in, n_in_30 AS n_in, end_mjd_30 AS end_mjd FROM wide
-    UNION ALL SELECT source_id, 60 AS window_days, day AS start_day, mjd AS start_mjd, w_in_60 AS w_in, s_in_60 AS s_in, n_in_60 AS n_in, end_mjd_60 AS end_mjd FROM wide
-    UNION ALL SELECT source_id, 90 AS window_days, day AS start_day, mjd AS start_mjd, w_in_90 AS w_in, s_in_90 AS s_in, n_in_90 AS n_in, end_mjd_90 AS end_mjd FROM wide
-    UNION ALL SELECT source_id, 180 AS window_days, day AS start_day, mjd AS start_mjd, w_in_180 AS w_in, s_in_180 AS s_in, n_in_180 AS n_in, end_mjd_180 AS end_mjd FROM wide
+    UNION ALL SELECT source_id, 30 AS window_days, day AS start_day, mjd AS start_mjd, w_in_30 AS w_in, s_in_30 AS s_in, n_in_30 AS n_in, end_mjd_30 AS end_mjd FROM wide WHERE day % 3 = 0
+    UNION ALL SELECT source_id, 60 AS window_days, day AS start_day, mjd AS start_mjd, w_in_60 AS w_in, s_in_60 AS s_in, n_in_60 AS n_in, end_mjd_60 AS end_mjd FROM wide WHERE day % 6 = 0
+    UNION ALL SELECT source_id, 90 AS window_days, day AS start_day, mjd AS start_mjd, w_in_90 AS w_in, s_in_90 AS s_in, n_in_90 AS n_in, end_mjd_90 AS end_mjd FROM wide WHERE day % 9 = 0
+    UNION ALL SELECT source_id, 180 AS window_days, day AS start_day, mjd AS start_mjd, w_in_180 AS w_in, s_in_180 AS s_in, n_in_180 AS n_in, end_mjd_180 AS end_mjd FROM wide WHERE day % 18 = 0
 ),
 cal AS MATERIALIZED (
     SELECT w.source_id, w.window_days, w.start_day, w.start_mjd, w.end_mjd, w.n_in,

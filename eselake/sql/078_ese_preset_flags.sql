@@ -1,12 +1,12 @@
 -- view: ese_preset_flags
 -- version: 1
--- Which presets each source passes (one row per source and preset), from ese_scores and ese_presets:
+-- Every source's ese_scores row once per preset, with which presets it passes:
 --   passes_thresholds = enough epochs AND sigma_deviation, chi2_nu, eta and dip significance all at or above
 --                       the preset's thresholds
 --   passes_composite  = enough epochs AND composite_score >= the preset's min_composite_score
 --   passes_non_sigma  = passes_thresholds without the sigma_deviation cut (for a custom --min-sigma)
 CREATE OR REPLACE VIEW ese_preset_flags AS
-SELECT s.source_id, p.preset, p.min_sigma,
+SELECT s.*, p.preset, p.min_sigma,
        (s.n_obs >= p.min_n_obs AND s.chi2_nu >= p.min_chi2_nu AND s.eta_metric >= p.min_eta
         AND coalesce(s.dip_significance, 0) >= p.min_dip_significance) AS passes_non_sigma,
        (s.n_obs >= p.min_n_obs AND s.chi2_nu >= p.min_chi2_nu AND s.eta_metric >= p.min_eta
