@@ -347,7 +347,7 @@ def serve(lake, host, port, writable) -> None:
 # ------------------------------------------------------------------------------------------ radio chain
 @main.command("simulate")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--days", type=int, default=40, show_default=True)
+@click.option("--days", type=int, default=60, show_default=True)
 @click.option("--tiles-per-day", type=int, default=1, show_default=True)
 @click.option("--dec-deg", type=float, default=45.0, show_default=True)
 @click.option("--antennas", "n_antennas", type=int, default=32, show_default=True)
@@ -452,7 +452,7 @@ def ingest_fits_cmd(ctx, image_dir, catalog, workers):
 
 
 @main.command("demo")
-@click.option("--days", type=int, default=40, show_default=True)
+@click.option("--days", type=int, default=60, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--imager", type=click.Choice(["auto", "wsclean", "tclean"]), default="auto", show_default=True)

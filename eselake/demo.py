@@ -17,7 +17,7 @@ def _progress(console):
                     console=console)
 
 
-def run_demo(out: Path, days: int = 40, workers: int = 2, lake: Lake | None = None, imager: str = "auto",
+def run_demo(out: Path, days: int = 60, workers: int = 2, lake: Lake | None = None, imager: str = "auto",
              console: Console | None = None) -> pl.DataFrame:
     from eselake.charts import save_chart, variability_chart
     from eselake.detection import detect_ese_candidates
@@ -28,9 +28,9 @@ def run_demo(out: Path, days: int = 40, workers: int = 2, lake: Lake | None = No
     from eselake.source import Source
 
     console = console or Console()
-    if days < 30:
-        console.print(f"[yellow]note:[/yellow] with {days} days the injected ESE (at least 20 days) fills most of "
-                      "the lightcurve and may not stand out; 30 days or more are needed for a clear detection")
+    if days < 50:
+        console.print(f"[yellow]note:[/yellow] with {days} days the injected ESE (at least 16 days, with its "
+                      "caustics) fills much of the lightcurve; 50 days or more give the dip scan a baseline")
     out = Path(out).absolute()
     lake = lake or Lake(out / "lake")
     sim_dir = out / "sim"

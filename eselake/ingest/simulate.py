@@ -33,7 +33,7 @@ class SimConfig:
     """What to simulate. Defaults make a small, fast strip (the demo's)."""
     out: Path
     start: str = "2025-06-01T04:00:00"       # UTC start of the first tile
-    days: int = 40
+    days: int = 60
     tiles_per_day: int = 1
     dec_deg: float = 45.0
     n_antennas: int = 32                     # core stations (the full array has ~96 active)
@@ -107,7 +107,7 @@ def make_sky(cfg: SimConfig, rng) -> list[SimSource]:
             src.kind = "ese"
             src.flux_jy = float(max(f, 0.6))
             src.ese_center_mjd = t_first + 0.55 * cfg.days
-            src.ese_duration_days = max(20.0, 0.6 * cfg.days)
+            src.ese_duration_days = max(16.0, cfg.days / 3.0)
         sky.append(src)
     return sky
 
@@ -232,7 +232,8 @@ def simulate(cfg: SimConfig, progress: Callable[[int, int], None] | None = None)
         w = csv.writer(fh)
         w.writerow(["source_id", "ra_deg", "dec_deg", "flux_mjy", "major_arcsec"])
         for s in sky:
-            w.writerow([s.source_id, f"{s.ra_deg:.7f}", f"{s.dec_deg:.7f}", f"{s.flux_jy * 1000:.3f}", 0.0])
+            if s.kind != "calibrator":          # calibrators are listed in calibrators.csv
+                w.writerow([s.source_id, f"{s.ra_deg:.7f}", f"{s.dec_deg:.7f}", f"{s.flux_jy * 1000:.3f}", 0.0])
     with open(cfg.out / "calibrators.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["name", "ra_deg", "dec_deg", "flux_jy"])

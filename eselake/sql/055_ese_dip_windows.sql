@@ -1,5 +1,5 @@
 -- view: ese_dip_windows
--- version: 3
+-- version: 4
 -- ESE dip scan. For every source, window length L in (14, 30, 60, 90, 180) days and window start day d
 -- (windows lying inside the observed span), over the daily-binned lightcurve with weights w = 1/err^2:
 --   mean_in   weighted mean inside [d, d + L)        (a RANGE window frame)
@@ -7,9 +7,10 @@
 --   depth     1 - mean_in / mean_out                 (0.3 = a 30% dip)
 --   z         (mean_out - mean_in) / sqrt(1/W_in + 1/W_out)   white-noise significance
 --   dip_significance: (delta - median delta) / max(scatter, white-noise error), where delta = mean_out -
---             mean_in and the scatter is 1.4826 * MAD of delta over all positions of that window length
---             for the same source. Red noise and calibration systematics inflate that scatter, so they do
---             not fake dips; for white noise dip_significance ~ z.
+--             mean_in and the scatter is 1.4826 * MAD of delta over the positions of that window length, for
+--             the same source, whose windows do not overlap the most significant one (n_windows of them).
+--             Red noise and calibration systematics inflate that scatter, so they do not fake dips; the dip
+--             itself does not; for white noise dip_significance ~ z.
 -- Windows start every max(1, L/10) days (every day for 14-day windows, every 18 days for 180-day ones): the
 -- dip's edges are measured separately (ese_dips), so a coarser start grid for long windows loses nothing.
 -- A window needs >= max(3, L/4) daily points inside, >= 10 outside, and >= 10 positions to calibrate.
@@ -59,14 +60,25 @@ cal AS MATERIALIZED (
       AND w.n_in >= greatest(3, w.window_days / 4)
       AND t.n_tot - w.n_in >= 10
 ),
+best_z AS (
+    SELECT source_id, window_days, arg_max(start_day, (mean_out - mean_in) / delta_err) AS best_start
+    FROM cal GROUP BY source_id, window_days
+),
+marked AS (
+    -- the calibration sample: positions whose window does not overlap the most significant one, so that the
+    -- dip (and its caustics) does not inflate the scatter it is measured against
+    SELECT c.*, c.mean_out - c.mean_in AS delta, abs(c.start_day - b.best_start) >= c.window_days AS far
+    FROM cal c JOIN best_z b USING (source_id, window_days)
+),
 spread AS (
-    SELECT *, mean_out - mean_in AS delta,
-           median(mean_out - mean_in) OVER per_length AS med_delta, count(*) OVER per_length AS n_windows
-    FROM cal
+    SELECT *, median(delta) FILTER (WHERE far) OVER per_length AS med_delta,
+           count(*) FILTER (WHERE far) OVER per_length AS n_windows
+    FROM marked
     WINDOW per_length AS (PARTITION BY source_id, window_days)
 ),
 scatter AS (
-    SELECT *, 1.4826 * median(abs(delta - med_delta)) OVER (PARTITION BY source_id, window_days) AS sd_delta
+    SELECT *, 1.4826 * median(abs(delta - med_delta)) FILTER (WHERE far)
+                  OVER (PARTITION BY source_id, window_days) AS sd_delta
     FROM spread
 )
 SELECT source_id, window_days, start_day, start_mjd AS window_start_mjd, end_mjd AS window_end_mjd,
