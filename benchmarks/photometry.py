@@ -3,7 +3,8 @@ approach of askap-vast/forced_phot) vs just reading the FITS file, on one 4096x4
 
     python benchmarks/photometry.py [--sources 1500] [--size 4096] [--fit-subset 200]
 
-The per-source fit is timed on --fit-subset sources and extrapolated to all (labelled as such).
+The per-source fits are timed on --fit-subset sources and extrapolated to all (labelled as such); the FITS read
+and the kernel are the best of three runs (the first run also pays for imports and caches).
 """
 from __future__ import annotations
 
@@ -64,15 +65,22 @@ def main() -> None:
         write_image(path, data, wcs, bmaj_deg=fwhm_pix * cell, bmin_deg=fwhm_pix * cell, mjd=60000.0)
         ra, dec = wcs.all_pix2world(x, y, 0)
 
-        t0 = time.perf_counter()
-        img = read_image(path)
-        t_read = time.perf_counter() - t0
+        def best_of(n, fn):
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                out = fn()
+                times.append(time.perf_counter() - t0)
+            return min(times), out
 
-        t0 = time.perf_counter()
-        px, py = img.world_to_pixel(ra, dec)
-        cov = beam_covariance_pix(img.bmaj_deg, img.bmin_deg, img.bpa_deg, img.jacobian_pix_per_deg(ra, dec))
-        res = forced_photometry(img.data, px, py, cov, image_rms=img.rms_jyb)
-        t_ours = time.perf_counter() - t0
+        t_read, img = best_of(3, lambda: read_image(path))
+
+        def ours():
+            px, py = img.world_to_pixel(ra, dec)
+            cov = beam_covariance_pix(img.bmaj_deg, img.bmin_deg, img.bpa_deg, img.jacobian_pix_per_deg(ra, dec))
+            return px, py, forced_photometry(img.data, px, py, cov, image_rms=img.rms_jyb)
+
+        t_ours, (px, py, res) = best_of(3, ours)
 
         sub = min(args.fit_subset, args.sources)
         sigma = fwhm_pix * FWHM_TO_SIGMA
