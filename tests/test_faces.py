@@ -12,16 +12,13 @@ from fastapi.testclient import TestClient
 from eselake import Lake, Source
 from eselake.api import create_app
 from eselake.cli import main
-from eselake.ingest.simulate_lightcurves import Dip, simulate_photometry
+from eselake.ingest.simulate_lightcurves import simulate_photometry
+from tests.conftest import simulated_lake
 
 
 @pytest.fixture(scope="module")
 def small_lake(tmp_path_factory):
-    sim = simulate_photometry(30, 150, noise_jy=2e-3, frac_noise=0.02, seed=2, dips=[Dip(4, 60100, 30, 0.4)],
-                              id_prefix="NVSS J1234+42 ")
-    lake = Lake(tmp_path_factory.mktemp("faces") / "lake")
-    lake.commit_batch(sim.images, sim.photometry)
-    return lake, sim
+    return simulated_lake(tmp_path_factory.mktemp("faces") / "lake", 30, 150, dip=(4, 60100, 30, 0.4))
 
 
 @pytest.mark.parametrize("ext,magic", [(".png", b"\x89PNG"), (".svg", b"<svg"), (".pdf", b"%PDF"),

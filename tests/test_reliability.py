@@ -127,12 +127,9 @@ schemathesis = pytest.importorskip("schemathesis")
 @pytest.fixture(scope="module")
 def api_app(tmp_path_factory):
     from eselake.api import create_app
-    from eselake.ingest.simulate_lightcurves import Dip, simulate_photometry
+    from tests.conftest import simulated_lake
 
-    sim = simulate_photometry(12, 40, noise_jy=2e-3, frac_noise=0.02, seed=2, dips=[Dip(4, 60010, 14, 0.4)],
-                              id_prefix="NVSS J1234+42 ")
-    lake = Lake(tmp_path_factory.mktemp("fuzz") / "lake")
-    lake.commit_batch(sim.images, sim.photometry)
+    lake, _ = simulated_lake(tmp_path_factory.mktemp("fuzz") / "lake", 12, 40, dip=(4, 60010, 14, 0.4))
     return create_app(lake)
 
 
