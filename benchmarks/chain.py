@@ -46,7 +46,7 @@ def run(label: str, cfg: SimConfig, imager: str) -> None:
     chain = sum(v for k, v in times.items() if not k.startswith("simulate"))
     print(f"\n{label}: {cfg.n_antennas} antennas, {16 * cfg.nchan} channels, {cfg.n_integrations} integrations")
     for k, v in times.items():
-        print(f"  {k:34s} {v:8.1f} s")
+        print(f"  {k:34s} {v:8.2f} s")
     print(f"  {'chain total':34s} {chain:8.1f} s   = {chain / BUDGET_S:.2f} x the {BUDGET_S:.0f} s real-time budget")
 
 
