@@ -122,8 +122,9 @@ def image_tile(ms, out_prefix, dec_pointing_deg: float, *, fov_deg: float = 3.0,
     ms = Path(ms)
     prefix = Path(out_prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    imsize, cell = image_geometry(ms, fov_deg)
     use_wsclean = imager == "wsclean" or (imager == "auto" and wsclean_available())
+    # WSClean leaves a 5% border uncleaned (-clean-border): widen its field so the border lies outside fov_deg
+    imsize, cell = image_geometry(ms, fov_deg * (1.12 if use_wsclean else 1.0))
     work = prefix.with_name(f".{prefix.name}.{uuid.uuid4().hex[:6]}")
     raw = (run_wsclean if use_wsclean else run_tclean)(ms, work, imsize, cell, niter)
     image = prefix.with_name(prefix.name + ".image.fits")
