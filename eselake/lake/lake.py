@@ -51,6 +51,7 @@ class Lake:
         if self.path.exists() and not self.path.is_dir():
             raise LakeError(f"lake path {self.path} is a file, not a folder")
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._state: dict[str, tuple] | None = None       # fingerprint() when the connection was last synced
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -61,10 +62,11 @@ class Lake:
         """A new in-process DuckDB connection with all eselake views (caller closes it)."""
         return _connect.open_connection(self.path)
 
-    def fingerprint(self) -> tuple:
-        """Names, sizes and mtimes of every committed-data file: changes whenever anything is written."""
-        out = []
-        for name in ("images", "photometry", "catalog_sources"):
+    def fingerprint(self) -> dict[str, tuple]:
+        """Per dataset, the names, sizes and mtimes of its files: changes whenever anything is written."""
+        out = {}
+        for name in DATASETS:
+            files = []
             folder = self.dataset_dir(name)
             if folder.is_dir():
                 for f in folder.rglob("*.parquet"):
@@ -72,37 +74,36 @@ class Lake:
                         st = f.stat()
                     except FileNotFoundError:
                         continue
-                    out.append((str(f), st.st_size, st.st_mtime_ns))
-        return tuple(sorted(out))
+                    files.append((str(f), st.st_size, st.st_mtime_ns))
+            out[name] = tuple(sorted(files))
+        return out
 
-    def _refresh_gains_cache(self, con) -> None:
-        fp = self.fingerprint()
-        if fp != getattr(self, "_gains_fp", None):
-            con.execute("CREATE OR REPLACE TEMP TABLE _image_gains_cache AS SELECT * FROM image_gains")
-            con.execute("CREATE OR REPLACE VIEW image_gains_current AS SELECT * FROM _image_gains_cache")
-            self._gains_fp = fp
+    def _sync(self) -> duckdb.DuckDBPyConnection:
+        """The process's connection, brought up to date with the files: base views are re-created when any
+        file changed (a dataset may have become empty or non-empty), and the cached image gains are rebuilt
+        when measurements, images or catalogues changed."""
+        state = self.fingerprint()
+        if self._con is None:
+            self._con, self._state = self.connect(), None
+        old = self._state or {}
+        if state != old:
+            _connect.refresh_base_views(self._con, self.path)
+        data = ("images", "photometry", "catalog_sources")
+        if self._state is None or any(state[d] != old.get(d) for d in data):
+            self._con.execute("CREATE OR REPLACE TEMP TABLE _image_gains_cache AS SELECT * FROM image_gains")
+            self._con.execute("CREATE OR REPLACE VIEW image_gains_current AS SELECT * FROM _image_gains_cache")
+        self._state = state
+        return self._con
 
     def _query(self, fn):
         with self._lock:
             for attempt in range(ATTEMPTS):
                 try:
-                    if self._con is None:
-                        self._gains_fp = None
-                        self._con = self.connect()
-                    else:
-                        _connect.refresh_base_views(self._con, self.path)
-                    self._refresh_gains_cache(self._con)
+                    return fn(self._sync())
                 except duckdb.Error as exc:
                     if attempt == ATTEMPTS - 1 or not _connect.is_retryable(exc):
                         raise
-                    self._gains_fp = None
-                    time.sleep(0.05 * (attempt + 1))
-                    continue
-                try:
-                    return fn(self._con)
-                except duckdb.Error as exc:
-                    if attempt == ATTEMPTS - 1 or not _connect.is_retryable(exc):
-                        raise
+                    self._state = None          # files changed under the query: re-sync everything
                     time.sleep(0.05 * (attempt + 1))
 
     def sql(self, query: str, params: list | dict | None = None) -> pl.DataFrame:
