@@ -34,7 +34,8 @@ def _duck_type(t: pa.DataType) -> str:
     return _DUCK_TYPES[t]
 
 
-def _sql_str(text: str) -> str:
+def sql_str(text: str) -> str:
+    """A SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -46,7 +47,7 @@ def base_view_sql(root: Path, ds: Dataset) -> str:
         hive = ""
         if ds.partition:
             hive = f", hive_partitioning = true, hive_types = {{'{ds.partition}': VARCHAR}}"
-        src = (f"SELECT * FROM read_parquet({_sql_str(str(folder.resolve()) + '/**/*.parquet')}, "
+        src = (f"SELECT * FROM read_parquet({sql_str(str(folder.resolve()) + '/**/*.parquet')}, "
                f"union_by_name = false{hive})")
     else:
         cols = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in ds.schema]
@@ -109,6 +110,6 @@ def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
             if is_retryable(exc):
                 raise
             raise RuntimeError(f"view {vf.name} ({vf.file}) failed to load: {exc}") from exc
-    rows = ", ".join(f"({_sql_str(v.name)}, {v.version}, {_sql_str(v.file)})" for v in files)
+    rows = ", ".join(f"({sql_str(v.name)}, {v.version}, {sql_str(v.file)})" for v in files)
     con.execute("CREATE OR REPLACE VIEW eselake_views AS SELECT * FROM (VALUES "
                 f"{rows}) AS t(view_name, version, file)")

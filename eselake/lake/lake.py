@@ -18,7 +18,7 @@ from eselake.errors import LakeError
 from eselake.lake import connect as _connect
 from eselake.lake.layout import (CATALOG_SCHEMA, DATASETS, IMAGES_SCHEMA, PHOTOMETRY_SCHEMA,
                                  REVIEWS_SCHEMA, TMP_SUFFIX, new_ingest_id, night_of, safe_name)
-from eselake.lake.write import conform, file_lock, write_parquet_atomic
+from eselake.lake.write import conform, file_lock, with_constant, write_parquet_atomic
 
 
 
@@ -153,15 +153,10 @@ class Lake:
         row = dict(image, ingest_id=ingest_id, n_sources=photometry.num_rows,
                    ingested_at=datetime.now(timezone.utc))
         night = night_of(row["mjd"])
-        n = photometry.num_rows
-        fixed = {"image_id": image_id, "ingest_id": ingest_id}
-        defaults = {"image_path": row.get("path"), "mjd": row["mjd"], "freq_hz": row.get("freq_hz")}
-        for name, value in list(fixed.items()) + list(defaults.items()):
-            if name in photometry.column_names:
-                if name not in fixed:
-                    continue
-                photometry = photometry.drop_columns([name])
-            photometry = photometry.append_column(name, pa.array([value] * n, PHOTOMETRY_SCHEMA.field(name).type))
+        for name, value in {"image_id": image_id, "ingest_id": ingest_id}.items():
+            photometry = with_constant(photometry, name, value, PHOTOMETRY_SCHEMA)
+        for name, value in {"image_path": row.get("path"), "mjd": row["mjd"], "freq_hz": row.get("freq_hz")}.items():
+            photometry = with_constant(photometry, name, value, PHOTOMETRY_SCHEMA, replace=False)
         phot = conform(photometry, PHOTOMETRY_SCHEMA)
         fname = f"{image_id}~{ingest_id}.parquet"
         with self.lock(f"image-{image_id}"):
@@ -192,21 +187,18 @@ class Lake:
         night_of_image = {r["image_id"]: nt for r, nt in zip(img, nights)}
         rows = [dict(r, ingest_id=ingest_id, ingested_at=now, n_sources=counts.get(r["image_id"], 0)) for r in img]
         phot_nights = np.array([night_of_image[i] for i in photometry.column("image_id").to_pylist()], dtype=object)
-        phot = photometry.drop_columns([c for c in ("ingest_id",) if c in photometry.column_names])
-        phot = conform(phot.append_column("ingest_id", pa.array([ingest_id] * phot.num_rows, pa.string())),
-                       PHOTOMETRY_SCHEMA)
-        for night in sorted(set(nights)):
-            sel = pa.array(phot_nights == night)
-            fname = f"batch-{ingest_id}.parquet"
-            try:
-                write_parquet_atomic(phot.filter(sel), self.dataset_dir("photometry") / f"night={night}" / fname,
-                                     sort_by="source_id")
-            except OSError as exc:
-                raise LakeError(f"writing to {self.path} failed: {exc}") from exc
-        for night in sorted(set(nights)):          # images rows last: they are the commit markers
-            night_rows = [r for r, nt in zip(rows, nights) if nt == night]
-            write_parquet_atomic(conform(pa.Table.from_pylist(night_rows), IMAGES_SCHEMA),
-                                 self.dataset_dir("images") / f"night={night}" / f"batch-{ingest_id}.parquet")
+        phot = conform(with_constant(photometry, "ingest_id", ingest_id, PHOTOMETRY_SCHEMA), PHOTOMETRY_SCHEMA)
+        fname = f"batch-{ingest_id}.parquet"
+        try:
+            for night in sorted(set(nights)):
+                write_parquet_atomic(phot.filter(pa.array(phot_nights == night)),
+                                     self.dataset_dir("photometry") / f"night={night}" / fname, sort_by="source_id")
+            for night in sorted(set(nights)):          # images rows last: they are the commit markers
+                night_rows = [r for r, nt in zip(rows, nights) if nt == night]
+                write_parquet_atomic(conform(pa.Table.from_pylist(night_rows), IMAGES_SCHEMA),
+                                     self.dataset_dir("images") / f"night={night}" / fname)
+        except OSError as exc:
+            raise LakeError(f"writing to {self.path} failed: {exc}") from exc
         return ingest_id
 
     def _remove_superseded(self, image_id: str, keep: str) -> None:

@@ -2,16 +2,17 @@
 and ``compact`` (one sorted file per night, atomically, without changing any query result)."""
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from eselake.lake.connect import sql_str
 from eselake.lake.lake import fetch_arrow
 from eselake.lake.layout import DATASETS, IMAGES_SCHEMA, PHOTOMETRY_SCHEMA, new_ingest_id
-from eselake.lake.write import conform, write_parquet_atomic
+from eselake.lake.write import conform, with_constant, write_parquet_atomic
 
 
 @dataclass
@@ -20,6 +21,10 @@ class Finding:
     kind: str
     path: str
     detail: str
+
+
+def _sql_list(paths) -> str:
+    return ", ".join(sql_str(str(p)) for p in paths)
 
 
 def _age_s(path: Path) -> float:
@@ -51,12 +56,12 @@ def check(lake) -> list[Finding]:
         return out          # the queries below would fail on unreadable files
     con = lake.connect()
     try:
-        phot_glob = str(lake.dataset_dir("photometry")) + "/**/*.parquet"
-        img_glob = str(lake.dataset_dir("images")) + "/**/*.parquet"
+        phot_glob = sql_str(str(lake.dataset_dir("photometry")) + "/**/*.parquet")
+        img_glob = sql_str(str(lake.dataset_dir("images")) + "/**/*.parquet")
         if lake.files("photometry"):
             rows = con.execute(f"""
                 WITH f AS (SELECT filename, image_id, ingest_id, count(*) AS n
-                           FROM read_parquet('{phot_glob}', filename = true) GROUP BY ALL)
+                           FROM read_parquet({phot_glob}, filename = true) GROUP BY ALL)
                 SELECT f.filename, count(*) FILTER (WHERE i.image_id IS NULL) AS stale, count(*) AS parts,
                        sum(f.n) AS n
                 FROM f LEFT JOIN images i ON i.image_id = f.image_id AND i.ingest_id = f.ingest_id
@@ -70,7 +75,7 @@ def check(lake) -> list[Finding]:
                 out.append(Finding("error", "duplicate rows", iid, f"source {sid} appears {n} times"))
         if lake.files("images"):
             rows = con.execute(f"""
-                WITH f AS (SELECT filename, image_id, ingest_id FROM read_parquet('{img_glob}', filename = true))
+                WITH f AS (SELECT filename, image_id, ingest_id FROM read_parquet({img_glob}, filename = true))
                 SELECT f.filename, count(*) FROM f LEFT JOIN images i USING (image_id, ingest_id)
                 GROUP BY f.filename HAVING count(*) FILTER (WHERE i.image_id IS NULL) = count(*)""").fetchall()
             for filename, n in rows:
@@ -89,7 +94,6 @@ def fix(lake, findings: list[Finding], min_age_s: float = 3600.0) -> list[str]:
         p = Path(f.path)
         if p.exists() and _age_s(p) >= min_age_s:
             if p.is_dir():
-                import shutil
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
@@ -116,27 +120,23 @@ def compact(lake, nights: list[str] | None = None) -> dict[str, int]:
                 continue
             con = lake.connect()
             try:
-                listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in old_img)
                 images = fetch_arrow(con, f"""
                     SELECT * EXCLUDE (rn) FROM (
                         SELECT *, row_number() OVER (PARTITION BY image_id ORDER BY ingest_id DESC) AS rn
-                        FROM read_parquet([{listed}])) WHERE rn = 1""")
-                plisted = ", ".join("'" + str(p).replace("'", "''") + "'" for p in old_phot)
+                        FROM read_parquet([{_sql_list(old_img)}])) WHERE rn = 1""")
                 con.register("night_images", images)
                 phot = fetch_arrow(con, f"""
-                    SELECT p.* FROM read_parquet([{plisted}]) p
+                    SELECT p.* FROM read_parquet([{_sql_list(old_phot)}]) p
                     JOIN night_images i ON p.image_id = i.image_id AND p.ingest_id = i.ingest_id
                     ORDER BY p.source_id, p.mjd""")
             finally:
                 con.close()
             cid = new_ingest_id()
             name = f"compact-{cid}.parquet"
-            phot = phot.set_column(phot.schema.get_field_index("ingest_id"), "ingest_id",
-                                   pa.array([cid] * phot.num_rows, pa.string()))
-            images = images.set_column(images.schema.get_field_index("ingest_id"), "ingest_id",
-                                       pa.array([cid] * images.num_rows, pa.string()))
-            write_parquet_atomic(conform(phot, PHOTOMETRY_SCHEMA), phot_dir / f"night={night}" / name)
-            write_parquet_atomic(conform(images, IMAGES_SCHEMA), img_dir / f"night={night}" / name)
+            phot = conform(with_constant(phot, "ingest_id", cid, PHOTOMETRY_SCHEMA), PHOTOMETRY_SCHEMA)
+            images = conform(with_constant(images, "ingest_id", cid, IMAGES_SCHEMA), IMAGES_SCHEMA)
+            write_parquet_atomic(phot, phot_dir / f"night={night}" / name)
+            write_parquet_atomic(images, img_dir / f"night={night}" / name)
             for p in old_phot + old_img:
                 p.unlink(missing_ok=True)
             done[night] = phot.num_rows

@@ -73,6 +73,16 @@ def file_lock(path: Path, *, blocking: bool = True):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def with_constant(table: pa.Table, name: str, value, schema: pa.Schema, *, replace: bool = True) -> pa.Table:
+    """``table`` with column ``name`` holding ``value`` on every row, typed as in ``schema``; an existing
+    column is replaced, or kept when ``replace`` is False."""
+    if name in table.column_names:
+        if not replace:
+            return table
+        table = table.drop_columns([name])
+    return table.append_column(name, pa.array([value] * table.num_rows, schema.field(name).type))
+
+
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Select and cast ``table``'s columns to ``schema`` (missing columns become nulls)."""
     cols = []
