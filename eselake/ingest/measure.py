@@ -1,9 +1,8 @@
 """Forced photometry of catalogue sources on FITS images, written to the lake (one commit per image)."""
 from __future__ import annotations
 
-import multiprocessing as mp
+import contextlib
 import re
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -16,6 +15,7 @@ from eselake import __version__
 from eselake.errors import EselakeError, InputError
 from eselake.ingest.catalog import cone_mask, separation_deg
 from eselake.ingest.fitsimage import read_image, read_noise_map
+from eselake.ingest.parallel import run_jobs
 from eselake.ingest.photometry import beam_covariance_pix, forced_photometry
 from eselake.lake import Lake
 from eselake.lake.layout import image_id_for
@@ -89,72 +89,64 @@ def measure_image(lake: Lake, fits_path, *, catalog: str = "nvss", sources=None,
     image_id = image_id_for(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    if skip_existing and write:
-        # one process measures an image at a time; the others wait, then find it done and skip it
-        with lake.lock(f"measure-{image_id}"):
-            return _measure(lake, path, image_id, catalog, sources, min_flux_mjy, radius_deg, beam, mjd,
-                            noise_map, kind, noise_corr, True, write)
-    return _measure(lake, path, image_id, catalog, sources, min_flux_mjy, radius_deg, beam, mjd, noise_map,
-                    kind, noise_corr, skip_existing, write)
+    # with skip_existing, one process measures an image at a time; the others wait, then find it done
+    guard = lake.lock(f"measure-{image_id}") if skip_existing and write else contextlib.nullcontext()
+    with guard:
+        stat = path.stat()
+        if skip_existing:
+            done = lake.committed_image(image_id)
+            if done and done.get("file_size") == stat.st_size and done.get("file_mtime") == stat.st_mtime \
+                    and done.get("pipeline_version") == PIPELINE_VERSION:
+                return MeasureResult(image_id, path, done.get("n_sources") or 0, mjd=done.get("mjd"), skipped=True)
 
+        img = read_image(path, beam=beam, mjd=mjd)
+        noise = read_noise_map(noise_map, img.shape) if noise_map is not None else None
+        search = radius_deg if radius_deg is not None else img.footprint_radius_deg()
+        if sources is None:
+            dec_lo, dec_hi = img.dec_center_deg - search, img.dec_center_deg + search
+            cand = _sources_from_lake(lake, catalog, dec_lo, dec_hi, min_flux_mjy)
+        else:
+            cand = _as_sources(sources)
+            if min_flux_mjy is not None:
+                flux = cand.column("flux_mjy").to_numpy(zero_copy_only=False)
+                cand = cand.filter(pa.array(np.nan_to_num(flux, nan=np.inf) >= min_flux_mjy))
+        ra = cand.column("ra_deg").to_numpy(zero_copy_only=False).astype(float)
+        dec = cand.column("dec_deg").to_numpy(zero_copy_only=False).astype(float)
+        keep = cone_mask(ra, dec, img.ra_center_deg, img.dec_center_deg, search)
+        x, y = img.world_to_pixel(ra[keep], dec[keep])
+        ny, nx = img.shape
+        infield = np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
+        idx = np.flatnonzero(keep)[infield]
+        x, y = x[infield], y[infield]
+        ra, dec = ra[idx], dec[idx]
 
-def _measure(lake, path, image_id, catalog, sources, min_flux_mjy, radius_deg, beam, mjd, noise_map, kind,
-             noise_corr, skip_existing, write) -> MeasureResult:
-    stat = path.stat()
-    if skip_existing:
-        done = lake.committed_image(image_id)
-        if done and done.get("file_size") == stat.st_size and done.get("file_mtime") == stat.st_mtime \
-                and done.get("pipeline_version") == PIPELINE_VERSION:
-            return MeasureResult(image_id, path, done.get("n_sources") or 0, mjd=done.get("mjd"), skipped=True)
-
-    img = read_image(path, beam=beam, mjd=mjd)
-    noise = read_noise_map(noise_map, img.shape) if noise_map is not None else None
-    search = radius_deg if radius_deg is not None else img.footprint_radius_deg()
-    if sources is None:
-        dec_lo, dec_hi = img.dec_center_deg - search, img.dec_center_deg + search
-        cand = _sources_from_lake(lake, catalog, dec_lo, dec_hi, min_flux_mjy)
-    else:
-        cand = _as_sources(sources)
-        if min_flux_mjy is not None:
-            flux = cand.column("flux_mjy").to_numpy(zero_copy_only=False)
-            cand = cand.filter(pa.array(np.nan_to_num(flux, nan=np.inf) >= min_flux_mjy))
-    ra = cand.column("ra_deg").to_numpy(zero_copy_only=False).astype(float)
-    dec = cand.column("dec_deg").to_numpy(zero_copy_only=False).astype(float)
-    keep = cone_mask(ra, dec, img.ra_center_deg, img.dec_center_deg, search)
-    x, y = img.world_to_pixel(ra[keep], dec[keep])
-    ny, nx = img.shape
-    infield = np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
-    idx = np.flatnonzero(keep)[infield]
-    x, y = x[infield], y[infield]
-    ra, dec = ra[idx], dec[idx]
-
-    jac = img.jacobian_pix_per_deg(ra, dec)
-    cov = beam_covariance_pix(img.bmaj_deg, img.bmin_deg, img.bpa_deg, jac)
-    res = forced_photometry(img.data, x, y, cov, noise_map=noise, image_rms=img.rms_jyb,
-                            noise_corr=noise_corr)
-    n = idx.size
-    table = pa.table({
-        "source_id": cand.column("source_id").take(pa.array(idx, pa.int64())),
-        "mjd": np.full(n, img.mjd),
-        "ra_deg": ra, "dec_deg": dec,
-        "peak_jyb": res.peak_jyb, "peak_err_jyb": res.peak_err_jyb, "local_rms_jyb": res.local_rms_jyb,
-        "snr": res.snr, "chi2": res.chi2, "dof": res.dof.astype(np.int32), "flags": res.flags,
-        "blend_group": res.blend_group,
-        "catalog_flux_mjy": cand.column("flux_mjy").take(pa.array(idx, pa.int64())).cast(pa.float64()),
-        "sep_from_center_deg": separation_deg(ra, dec, img.ra_center_deg, img.dec_center_deg),
-        "freq_hz": np.full(n, img.freq_hz if img.freq_hz is not None else np.nan),
-        "image_path": pa.array([str(path)] * n, pa.string()),
-    })
-    image_row = {
-        "image_id": image_id, "path": str(path), "kind": kind, "mjd": img.mjd, "exposure_s": img.exposure_s,
-        "freq_hz": img.freq_hz, "bmaj_deg": img.bmaj_deg, "bmin_deg": img.bmin_deg, "bpa_deg": img.bpa_deg,
-        "rms_jyb": img.rms_jyb, "ra_center_deg": img.ra_center_deg, "dec_center_deg": img.dec_center_deg,
-        "file_size": stat.st_size, "file_mtime": stat.st_mtime, "pipeline_version": PIPELINE_VERSION,
-    }
-    if write:
-        lake.commit_image(image_row, table)
-    return MeasureResult(image_id, path, n, int((res.flags != 0).sum()), img.mjd,
-                         measurements=pl.from_arrow(table))
+        jac = img.jacobian_pix_per_deg(ra, dec)
+        cov = beam_covariance_pix(img.bmaj_deg, img.bmin_deg, img.bpa_deg, jac)
+        res = forced_photometry(img.data, x, y, cov, noise_map=noise, image_rms=img.rms_jyb,
+                                noise_corr=noise_corr)
+        n = idx.size
+        table = pa.table({
+            "source_id": cand.column("source_id").take(pa.array(idx, pa.int64())),
+            "mjd": np.full(n, img.mjd),
+            "ra_deg": ra, "dec_deg": dec,
+            "peak_jyb": res.peak_jyb, "peak_err_jyb": res.peak_err_jyb, "local_rms_jyb": res.local_rms_jyb,
+            "snr": res.snr, "chi2": res.chi2, "dof": res.dof.astype(np.int32), "flags": res.flags,
+            "blend_group": res.blend_group,
+            "catalog_flux_mjy": cand.column("flux_mjy").take(pa.array(idx, pa.int64())).cast(pa.float64()),
+            "sep_from_center_deg": separation_deg(ra, dec, img.ra_center_deg, img.dec_center_deg),
+            "freq_hz": np.full(n, img.freq_hz if img.freq_hz is not None else np.nan),
+            "image_path": pa.array([str(path)] * n, pa.string()),
+        })
+        image_row = {
+            "image_id": image_id, "path": str(path), "kind": kind, "mjd": img.mjd, "exposure_s": img.exposure_s,
+            "freq_hz": img.freq_hz, "bmaj_deg": img.bmaj_deg, "bmin_deg": img.bmin_deg, "bpa_deg": img.bpa_deg,
+            "rms_jyb": img.rms_jyb, "ra_center_deg": img.ra_center_deg, "dec_center_deg": img.dec_center_deg,
+            "file_size": stat.st_size, "file_mtime": stat.st_mtime, "pipeline_version": PIPELINE_VERSION,
+        }
+        if write:
+            lake.commit_image(image_row, table)
+        return MeasureResult(image_id, path, n, int((res.flags != 0).sum()), img.mjd,
+                             measurements=pl.from_arrow(table))
 
 
 def _measure_worker(lake_path: str, fits_path: str, kwargs: dict):
@@ -193,14 +185,6 @@ def measure_batch(lake: Lake, paths: Iterable[Path], *, workers: int = 1,
         if on_done:
             on_done(path, result, err)
 
-    if workers <= 1:
-        for p in paths:
-            record(_measure_worker(str(lake.path), p, kwargs))
-    else:
-        # spawn, not fork: polars and DuckDB hold thread pools that a forked child would deadlock on
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futs = [pool.submit(_measure_worker, str(lake.path), p, kwargs) for p in paths]
-            for fut in as_completed(futs):
-                record(fut.result())
+    run_jobs(_measure_worker, [(str(lake.path), p, kwargs) for p in paths], workers, record)
     return done, errors
 

@@ -7,12 +7,10 @@ get the solutions of the nearest calibrator tile. A tile that fails is reported 
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import shutil
 import traceback
 import uuid
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,6 +21,7 @@ from astropy.time import Time
 
 from eselake.errors import EselakeError, InputError
 from eselake.ingest.convert import Tile, convert_tile, group_tiles
+from eselake.ingest.parallel import run_jobs
 
 
 @dataclass
@@ -192,15 +191,8 @@ def _run_plans(lake, plans, products: Path, workers: int, common: tuple, report,
     def run(batch: list[TilePlan]):
         if not batch:
             return
-        jobs = [(p, None if p.calibrator is not None else tables_for(p)) for p in batch]
-        if workers <= 1:
-            for p, tabs in jobs:
-                report(process_tile(str(lake.path), p, str(products), tabs, *common))
-            return
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futs = [pool.submit(process_tile, str(lake.path), p, str(products), tabs, *common) for p, tabs in jobs]
-            for f in as_completed(futs):
-                report(f.result())
+        run_jobs(process_tile, [(str(lake.path), p, str(products), None if p.calibrator is not None
+                                 else tables_for(p), *common) for p in batch], workers, report)
 
     # calibrator tiles first: their solutions are transferred to the other tiles of the day
     run([p for p in todo if p.calibrator is not None])
