@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from eselake import __version__
 from eselake.errors import EselakeError
 from eselake.lake import Lake
-from eselake.output import _json_ready, to_votable_bytes
+from eselake.output import MEDIA_TYPES, _json_ready, frame_bytes
 
 Preset = Literal["conservative", "moderate", "sensitive"]
 Status = Literal["active", "investigated", "dismissed"]
@@ -114,18 +114,7 @@ def create_app(lake: Lake, *, writable: bool = False) -> FastAPI:
 
     @app.get("/api/v1/sources/{source_id:path}/export")
     def export(source_id: str, format: Literal["csv", "json", "votable", "parquet"] = "csv") -> Response:
-        import io
-        src = source_or_404(source_id)
-        m = src.measurements
-        if format == "csv":
-            return Response(m.write_csv(), media_type="text/csv")
-        if format == "json":
-            return JSONResponse(_rows(m))
-        if format == "votable":
-            return Response(to_votable_bytes(m), media_type="application/x-votable+xml")
-        buf = io.BytesIO()
-        m.write_parquet(buf)
-        return Response(buf.getvalue(), media_type="application/vnd.apache.parquet")
+        return Response(frame_bytes(source_or_404(source_id).measurements, format), media_type=MEDIA_TYPES[format])
 
     @app.get("/api/ese/candidates")
     def candidates(preset: Preset = "moderate", composite: bool = True,

@@ -69,6 +69,25 @@ def to_votable_bytes(df: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+MEDIA_TYPES = {"csv": "text/csv", "json": "application/json", "votable": "application/x-votable+xml",
+               "parquet": "application/vnd.apache.parquet"}
+
+
+def frame_bytes(df: pl.DataFrame, fmt: str) -> bytes:
+    """``df`` encoded as csv, json, votable or parquet."""
+    if fmt == "csv":
+        return df.write_csv().encode()
+    if fmt == "json":
+        return (to_json(df) + "\n").encode()
+    if fmt == "votable":
+        return to_votable_bytes(df)
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        df.write_parquet(buf)
+        return buf.getvalue()
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(MEDIA_TYPES)}")
+
+
 def write_frame(df: pl.DataFrame, fmt: str, output: str | None, *, title: str | None = None,
                 console: Console | None = None) -> None:
     """Print ``df`` (table/csv/json to stdout) or write it to ``output`` in ``fmt``."""
@@ -79,16 +98,8 @@ def write_frame(df: pl.DataFrame, fmt: str, output: str | None, *, title: str | 
         return
     if fmt in ("parquet", "votable") and not output:
         raise ValueError(f"--format {fmt} needs --output FILE")
-    if fmt == "csv":
-        text = df.write_csv()
-    elif fmt == "json":
-        text = to_json(df) + "\n"
-    if fmt in ("csv", "json"):
-        if output:
-            Path(output).write_text(text)
-        else:
-            sys.stdout.write(text)
-    elif fmt == "parquet":
-        df.write_parquet(output)
+    data = frame_bytes(df, fmt)
+    if output:
+        Path(output).write_bytes(data)
     else:
-        Path(output).write_bytes(to_votable_bytes(df))
+        sys.stdout.write(data.decode())
