@@ -389,55 +389,62 @@ def _print_tile(res, k, n) -> None:
         err_console.print(f"[red]tile {res.tile_id} failed[/red] {res.error}", highlight=False)
 
 
-@ingest_group.command("uvh5")
-@click.argument("uvh5_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--products", type=click.Path(file_okay=False, path_type=Path), default=Path("products"),
-              show_default=True, help="Folder for Measurement Sets, calibration tables and images")
-@click.option("--calibrators", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Calibrator list: CSV (name,ra_deg,dec_deg,flux_jy) or the VLA calibrator list")
-@click.option("--catalog", default="nvss", show_default=True, help="Catalogue in the lake to measure")
-@click.option("--dec-deg", type=float, default=None, help="Pointing declination if the files do not record it")
-@click.option("--workers", type=int, default=1, show_default=True)
-@click.option("--imager", type=click.Choice(["auto", "wsclean", "tclean"]), default="auto", show_default=True)
-@click.option("--fov-deg", type=float, default=3.0, show_default=True)
-@click.option("--force", is_flag=True, help="Re-process tiles already in the lake")
-@pass_lake
-def ingest_uvh5_cmd(lake, uvh5_dir, products, calibrators, catalog, dec_deg, workers, imager, fov_deg, force):
-    """Ingest every complete tile of UVH5_DIR not yet in the lake (resumable)."""
+def _chain_options(f):
+    """The options shared by the ingest commands that run calibration, imaging and photometry."""
+    for opt in reversed([
+        click.option("--products", type=click.Path(file_okay=False, path_type=Path), default=Path("products"),
+                     show_default=True, help="Folder for Measurement Sets, calibration tables and images"),
+        click.option("--calibrators", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Calibrator list: CSV (name,ra_deg,dec_deg,flux_jy) or the VLA calibrator list"),
+        click.option("--catalog", default="nvss", show_default=True, help="Catalogue in the lake to measure"),
+        click.option("--dec-deg", type=float, default=None,
+                     help="Pointing declination, when the data do not record it"),
+        click.option("--workers", type=int, default=1, show_default=True),
+        click.option("--imager", type=click.Choice(["auto", "wsclean", "tclean"]), default="auto",
+                     show_default=True),
+        click.option("--fov-deg", type=float, default=3.0, show_default=True),
+        click.option("--force", is_flag=True, help="Re-process what is already in the lake"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _run_chain(ingest, inputs, what: str, **options) -> None:
+    """Run an ingest function with a progress bar, print failures as they come, then a summary."""
     from rich.progress import Progress
 
-    from eselake.ingest.pipeline import ingest_uvh5
-
     with Progress(console=err_console) as prog:
-        task = prog.add_task("tiles", total=None)
+        task = prog.add_task(what, total=None)
 
         def on_result(res, k, n):
             prog.update(task, completed=k, total=n)
             _print_tile(res, k, n)
 
-        results = ingest_uvh5(lake, uvh5_dir, products, calibrators=calibrators, catalog=catalog, dec_deg=dec_deg,
-                              workers=workers, imager=imager, fov_deg=fov_deg, force=force, on_result=on_result)
-    _ingest_summary(results, "tiles")
+        results = ingest(inputs, on_result=on_result, **options)
+    _ingest_summary(results, what)
+
+
+@ingest_group.command("uvh5")
+@click.argument("uvh5_dir", type=click.Path(file_okay=False, path_type=Path))
+@_chain_options
+@pass_lake
+def ingest_uvh5_cmd(lake, uvh5_dir, **options):
+    """Ingest every complete tile of UVH5_DIR not yet in the lake (resumable)."""
+    from eselake.ingest.pipeline import ingest_uvh5
+
+    _run_chain(lambda d, **kw: ingest_uvh5(lake, d, kw.pop("products"), **kw), uvh5_dir, "tiles", **options)
 
 
 @ingest_group.command("ms")
 @click.argument("ms_paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--products", type=click.Path(file_okay=False, path_type=Path), default=Path("products"),
-              show_default=True)
-@click.option("--calibrators", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--catalog", default="nvss", show_default=True)
-@click.option("--dec-deg", type=float, default=None, help="Pointing declination [default: the phase centre's]")
-@click.option("--workers", type=int, default=1, show_default=True)
-@click.option("--imager", type=click.Choice(["auto", "wsclean", "tclean"]), default="auto", show_default=True)
-@click.option("--force", is_flag=True)
+@_chain_options
 @pass_lake
-def ingest_ms_cmd(lake, ms_paths, products, calibrators, catalog, dec_deg, workers, imager, force):
+def ingest_ms_cmd(lake, ms_paths, **options):
     """Enter the chain with Measurement Sets: calibrate, image, measure (inputs are copied, not modified)."""
     from eselake.ingest.pipeline import ingest_ms
 
-    results = ingest_ms(lake, list(ms_paths), products, calibrators=calibrators, catalog=catalog, dec_deg=dec_deg,
-                        workers=workers, imager=imager, force=force, on_result=_print_tile)
-    _ingest_summary(results, "measurement sets")
+    _run_chain(lambda ms, **kw: ingest_ms(lake, list(ms), kw.pop("products"), **kw), ms_paths,
+               "measurement sets", **options)
 
 
 @ingest_group.command("fits")

@@ -60,6 +60,8 @@ def tile_plan(tile: Tile, dec_deg: float | None, calibrators) -> TilePlan:
     from eselake.ingest.calibrate import calibrator_in_field
     from eselake.ingest.simulate import meridian_icrs
 
+    if not tile.complete:
+        raise InputError("missing subband(s) " + ", ".join(f"sb{s:02d}" for s in tile.missing))
     first = tile.files[min(tile.files)]
     try:
         with warnings.catch_warnings():
@@ -141,30 +143,31 @@ def ingest_uvh5(lake, uvh5_dir, products, *, calibrators, catalog: str = "nvss",
                 min_flux_mjy: float | None = None, force: bool = False,
                 on_result: Callable[[TileResult, int, int], None] | None = None) -> list[TileResult]:
     """Ingest every complete tile of ``uvh5_dir`` not yet in the lake. Returns one result per tile."""
+    return _ingest(lake, group_tiles(uvh5_dir), lambda t, cals: tile_plan(t, dec_deg, cals), lambda t: t.tile_id,
+                   products, calibrators, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), force, on_result)
+
+
+def _ingest(lake, items, plan_for, name_of, products, calibrators, workers: int, common: tuple, force: bool,
+            on_result) -> list[TileResult]:
+    """Plan every item (a tile or an MS; one that cannot be planned is reported as failed), then run them."""
     from eselake.ingest.calibrate import read_calibrators
 
     products = Path(products).absolute()
     cals = calibrators if isinstance(calibrators, list) else read_calibrators(calibrators)
     results: list[TileResult] = []
-    plans: list[TilePlan] = []
-    tiles = group_tiles(uvh5_dir)
-    total = len(tiles)
 
     def report(r: TileResult):
         results.append(r)
         if on_result:
-            on_result(r, len(results), total)
+            on_result(r, len(results), len(items))
 
-    for tile in tiles:
-        if not tile.complete:
-            report(TileResult(tile.tile_id, "failed", error="missing subband(s) " +
-                              ", ".join(f"sb{s:02d}" for s in tile.missing)))
-            continue
+    plans: list[TilePlan] = []
+    for item in items:
         try:
-            plans.append(tile_plan(tile, dec_deg, cals))
+            plans.append(plan_for(item, cals))
         except EselakeError as exc:
-            report(TileResult(tile.tile_id, "failed", error=str(exc)))
-    _run_plans(lake, plans, products, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), report, force)
+            report(TileResult(name_of(item), "failed", error=str(exc)))
+    _run_plans(lake, plans, products, workers, common, report, force)
     return results
 
 
@@ -224,22 +227,5 @@ def ingest_ms(lake, ms_paths, products, *, calibrators, catalog: str = "nvss", d
               workers: int = 1, imager: str = "auto", fov_deg: float = 3.0, niter: int = 2000,
               min_flux_mjy: float | None = None, force: bool = False, on_result=None) -> list[TileResult]:
     """Enter the chain with Measurement Sets (copied into ``products``, then calibrated, imaged, measured)."""
-    from eselake.ingest.calibrate import read_calibrators
-
-    products = Path(products).absolute()
-    cals = calibrators if isinstance(calibrators, list) else read_calibrators(calibrators)
-    results: list[TileResult] = []
-
-    def report(r):
-        results.append(r)
-        if on_result:
-            on_result(r, len(results), len(ms_paths))
-
-    plans = []
-    for ms in ms_paths:
-        try:
-            plans.append(ms_plan(ms, dec_deg, cals))
-        except EselakeError as exc:
-            report(TileResult(Path(ms).name, "failed", error=str(exc)))
-    _run_plans(lake, plans, products, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), report, force)
-    return results
+    return _ingest(lake, list(ms_paths), lambda ms, cals: ms_plan(ms, dec_deg, cals), lambda ms: Path(ms).name,
+                   products, calibrators, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), force, on_result)
