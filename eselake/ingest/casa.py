@@ -20,10 +20,14 @@ def in_folder(path):
         os.chdir(old)
 
 
-# Messages CASA prints on every call that carry nothing for a user: the component list's close notice, and the
-# staleness notice of the leap-second table shipped in casadata (no leap second has been added since 2017).
+# Messages CASA prints on every call that carry nothing for a user: the component list's close notice, the
+# staleness notice of the leap-second table shipped in casadata (no leap second has been added since 2017), and
+# tclean's notice that DSA-110 is not in its observatory table.
 _NOISE = ("componentlist closed", "Leap second table TAI_UTC seems out-of-date",
-          "Until the table is updated (see the CASA documentation", "times and coordinates derived from UTC could be wrong")
+          "Until the table is updated (see the CASA documentation", "times and coordinates derived from UTC could be wrong",
+          # tclean does not know DSA-110's site and uses the first antenna instead, as intended
+          "Did not get the position of DSA-110", "Please contact CASA to add it to the repository",
+          "Using first antenna position as refence")
 
 
 def tasks():
