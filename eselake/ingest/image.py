@@ -31,7 +31,7 @@ def image_geometry(ms, fov_deg: float, pixels_per_beam: float = 4.0) -> tuple[in
     beam_arcsec = np.rad2deg(dsa110.C_M_S / f.max() / bmax) * 3600.0
     cell = beam_arcsec / pixels_per_beam
     size = int(np.ceil(fov_deg * 3600.0 / cell))
-    nice = [n for n in range(size, size + 200) if n % 2 == 0 and max(_factors(n)) <= 7]
+    nice = [n for n in range(size, size + 200) if n % 2 == 0 and max(_factors(n)) <= 5]   # FFT-friendly for CASA
     return nice[0], float(cell)
 
 
