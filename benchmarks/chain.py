@@ -14,12 +14,12 @@ from pathlib import Path
 
 import eselake  # noqa: F401  (offline configuration before CASA)
 from eselake import Lake
-from eselake.ingest import calibrate, dsa110
-from eselake.ingest.catalog import load_catalog_file
-from eselake.ingest.convert import convert_tile, group_tiles
-from eselake.ingest.image import image_tile
-from eselake.ingest.measure import measure_image
-from eselake.ingest.simulate import SimConfig, simulate
+from eselake.ingest.radio import calibrate, dsa110
+from eselake.ingest.catalogs.catalog import load_catalog_file
+from eselake.ingest.radio.convert import convert_tile, group_tiles
+from eselake.ingest.radio.image import image_tile
+from eselake.ingest.photometry.measure import measure_image
+from eselake.sim.visibilities import SimConfig, simulate
 
 BUDGET_S = dsa110.INTEGRATIONS_PER_TILE * dsa110.INTEGRATION_S
 

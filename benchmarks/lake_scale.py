@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from eselake import Lake
-from eselake.ingest.simulate_lightcurves import Dip, simulate_photometry
+from eselake.sim.lightcurves import Dip, simulate_photometry
 from eselake.lake.layout import IMAGES_SCHEMA, PHOTOMETRY_SCHEMA, new_ingest_id, night_of
 from eselake.lake.write import conform, write_parquet_atomic
 

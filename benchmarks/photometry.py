@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import curve_fit
 
-from eselake.ingest.fitsimage import read_image
-from eselake.ingest.photometry import FWHM_TO_SIGMA, beam_covariance_pix, forced_photometry
-from eselake.ingest.synthetic_image import make_wcs, point_source_image, write_image
+from eselake.ingest.photometry.fitsimage import read_image
+from eselake.ingest.photometry.kernel import FWHM_TO_SIGMA, beam_covariance_pix, forced_photometry
+from eselake.sim.images import make_wcs, point_source_image, write_image
 
 
 def gaussian_fit_one(data, x, y, sigma, box):

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from eselake import Lake
-from eselake.ingest.simulate_lightcurves import Dip, simulate_photometry
+from eselake.sim.lightcurves import Dip, simulate_photometry
 
 
 def seed_style_loop(db: Path, source_ids: list[str]) -> None:

@@ -11,8 +11,8 @@ from eselake.source import Source  # noqa: E402
 
 
 def measure_image(lake, fits_path, **kwargs):
-    """Forced photometry of catalogue sources on one FITS image into ``lake`` (see eselake.ingest.measure)."""
-    from eselake.ingest.measure import measure_image as _measure
+    """Forced photometry of catalogue sources on one FITS image into ``lake`` (see eselake.ingest.photometry.measure)."""
+    from eselake.ingest.photometry.measure import measure_image as _measure
 
     return _measure(lake if isinstance(lake, Lake) else Lake(lake), fits_path, **kwargs)
 

@@ -76,7 +76,7 @@ def lightcurve_chart(source, use_normalized: bool = True, highlight_ese_period: 
     if has_dip and show_fit:
         # a robust step fit: median flux outside and inside the dip's extent (caustic spikes at the edges
         # would pull a mean baseline up)
-        from eselake.ingest.ese_models import smooth_dip
+        from eselake.detection.lens import smooth_dip
         inside = (df["mjd"] >= ese["dip_start_mjd"]) & (df["mjd"] <= ese["dip_end_mjd"])
         if inside.sum() and (~inside).sum():
             base_level = float(df.filter(~inside)["flux_mjy"].median())

@@ -118,7 +118,7 @@ def catalog_group() -> None:
 @pass_lake
 def catalog_load(lake: Lake, catalog: str, file: Path) -> None:
     """Load CATALOG from FILE (FITS, VOTable or CSV), replacing an earlier load of that catalogue."""
-    from eselake.ingest.catalog import load_catalog_file
+    from eselake.ingest.catalogs.catalog import load_catalog_file
 
     table = load_catalog_file(file, catalog)
     lake.write_catalog(catalog, table)
@@ -160,7 +160,7 @@ def _print_measured(result) -> None:
 @pass_lake
 def photometry_nvss(lake, fits_path, min_mjy, catalog, noise_map, beam) -> None:
     """Measure all catalogue (NVSS) sources in the field of view of one image."""
-    from eselake.ingest.measure import measure_image
+    from eselake.ingest.photometry.measure import measure_image
 
     _print_measured(measure_image(lake, fits_path, catalog=catalog, min_flux_mjy=min_mjy, beam=beam,
                                   noise_map=noise_map))
@@ -175,7 +175,7 @@ def photometry_nvss(lake, fits_path, min_mjy, catalog, noise_map, beam) -> None:
 @pass_lake
 def photometry_mosaic(lake, fits_path, radius_deg, min_flux_mjy, catalog, beam) -> None:
     """Measure catalogue sources within a radius of a mosaic's centre."""
-    from eselake.ingest.measure import measure_image
+    from eselake.ingest.photometry.measure import measure_image
 
     _print_measured(measure_image(lake, fits_path, catalog=catalog, min_flux_mjy=min_flux_mjy,
                                   radius_deg=radius_deg, beam=beam, kind="mosaic"))
@@ -199,8 +199,8 @@ def photometry_batch(lake, source_list, catalog, image_dir, pattern, min_mjy, wo
     """Measure many sources on every image of a folder (skips psf/residual/model/pb images)."""
     from rich.progress import Progress
 
-    from eselake.ingest.catalog import load_catalog_file
-    from eselake.ingest.measure import find_images, measure_batch
+    from eselake.ingest.catalogs.catalog import load_catalog_file
+    from eselake.ingest.photometry.measure import find_images, measure_batch
 
     images = find_images(image_dir, pattern)
     if not images:
@@ -360,7 +360,7 @@ def simulate_cmd(out, days, tiles_per_day, dec_deg, n_antennas, nchan, integrati
     """Simulate DSA-110 tiles (16 UVH5 subbands each), with the matching catalogue and calibrator list."""
     from rich.progress import Progress
 
-    from eselake.ingest.simulate import SimConfig, simulate
+    from eselake.sim.visibilities import SimConfig, simulate
 
     cfg = SimConfig(out=out, days=days, tiles_per_day=tiles_per_day, dec_deg=dec_deg, n_antennas=n_antennas,
                     nchan=nchan, n_integrations=integrations, n_sources=n_sources, ese=not no_ese, seed=seed)
@@ -430,7 +430,7 @@ def _run_chain(ingest, inputs, what: str, **options) -> None:
 @pass_lake
 def ingest_uvh5_cmd(lake, uvh5_dir, **options):
     """Ingest every complete tile of UVH5_DIR not yet in the lake (resumable)."""
-    from eselake.ingest.pipeline import ingest_uvh5
+    from eselake.ingest.radio.pipeline import ingest_uvh5
 
     _run_chain(lambda d, **kw: ingest_uvh5(lake, d, kw.pop("products"), **kw), uvh5_dir, "tiles", **options)
 
@@ -441,7 +441,7 @@ def ingest_uvh5_cmd(lake, uvh5_dir, **options):
 @pass_lake
 def ingest_ms_cmd(lake, ms_paths, **options):
     """Enter the chain with Measurement Sets: calibrate, image, measure (inputs are copied, not modified)."""
-    from eselake.ingest.pipeline import ingest_ms
+    from eselake.ingest.radio.pipeline import ingest_ms
 
     _run_chain(lambda ms, **kw: ingest_ms(lake, list(ms), kw.pop("products"), **kw), ms_paths,
                "measurement sets", **options)

@@ -21,9 +21,9 @@ def run_demo(out: Path, days: int = 60, workers: int = 2, lake: Lake | None = No
              console: Console | None = None) -> pl.DataFrame:
     from eselake.charts import save_chart, variability_chart
     from eselake.detection import detect_ese_candidates
-    from eselake.ingest.catalog import load_catalog_file
-    from eselake.ingest.pipeline import ingest_uvh5
-    from eselake.ingest.simulate import SimConfig, simulate
+    from eselake.ingest.catalogs.catalog import load_catalog_file
+    from eselake.ingest.radio.pipeline import ingest_uvh5
+    from eselake.sim.visibilities import SimConfig, simulate
     from eselake.output import rich_table
     from eselake.source import Source
 

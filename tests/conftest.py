@@ -46,7 +46,7 @@ def simulated_lake(path, n_sources, n_epochs, dip=None, **kwargs):
     """A lake holding simulated photometry (ids with spaces and '+'); ``dip`` = (source, start_mjd, days,
     depth). Returns (lake, simulation)."""
     from eselake import Lake
-    from eselake.ingest.simulate_lightcurves import Dip, simulate_photometry
+    from eselake.sim.lightcurves import Dip, simulate_photometry
 
     kwargs.setdefault("id_prefix", "NVSS J1234+42 ")
     sim = simulate_photometry(n_sources, n_epochs, noise_jy=2e-3, frac_noise=0.02, seed=2,

@@ -19,7 +19,7 @@ def env(tmp_path):
     path, cat, _ = make_field(tmp_path, "good.fits", n=10, shape=(200, 200))
     lake = Lake(tmp_path / "lake")
     lake.write_catalog("nvss", cat)
-    from eselake.ingest.measure import measure_image
+    from eselake.ingest.photometry.measure import measure_image
     measure_image(lake, path)
     return tmp_path, lake, path
 

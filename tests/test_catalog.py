@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from eselake.cli import main
 from eselake.errors import InputError
-from eselake.ingest.catalog import cone_mask, iau_names, load_catalog_file
+from eselake.ingest.catalogs.catalog import cone_mask, iau_names, load_catalog_file
 
 
 def test_nvss_vizier_fits_with_units(tmp_path):

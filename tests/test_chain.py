@@ -12,8 +12,8 @@ pytest.importorskip("pyuvdata")
 from eselake import Lake  # noqa: E402
 from eselake.cli import main  # noqa: E402
 from eselake.errors import InputError  # noqa: E402
-from eselake.ingest.convert import convert_tile, group_tiles, read_tile  # noqa: E402
-from eselake.ingest.simulate import SimConfig, simulate  # noqa: E402
+from eselake.ingest.radio.convert import convert_tile, group_tiles, read_tile  # noqa: E402
+from eselake.sim.visibilities import SimConfig, simulate  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -56,11 +56,11 @@ def test_corrupt_uvh5_is_a_clear_error(sim, tmp_path):
 
 
 def test_convert_calibrate_image_measure(sim, tmp_path):
-    from eselake.ingest import calibrate
-    from eselake.ingest.image import image_tile
-    from eselake.ingest.measure import measure_image
-    from eselake.ingest.catalog import load_catalog_file
-    from eselake.ingest.fitsimage import read_image
+    from eselake.ingest.radio import calibrate
+    from eselake.ingest.radio.image import image_tile
+    from eselake.ingest.photometry.measure import measure_image
+    from eselake.ingest.catalogs.catalog import load_catalog_file
+    from eselake.ingest.photometry.fitsimage import read_image
 
     out, cfg, meta = sim
     tile = group_tiles(out / "uvh5")[0]
@@ -100,9 +100,9 @@ def test_convert_calibrate_image_measure(sim, tmp_path):
 
 @pytest.mark.skipif(shutil.which("wsclean") is None, reason="WSClean is not on PATH")
 def test_wsclean_imaging(sim, tmp_path):
-    from eselake.ingest import calibrate
-    from eselake.ingest.image import image_tile
-    from eselake.ingest.fitsimage import read_image
+    from eselake.ingest.radio import calibrate
+    from eselake.ingest.radio.image import image_tile
+    from eselake.ingest.photometry.fitsimage import read_image
 
     out, cfg, _ = sim
     tile = group_tiles(out / "uvh5")[0]
@@ -150,7 +150,7 @@ def test_ingest_ms_entry_point(sim, tmp_path):
     tile = group_tiles(out / "uvh5")[0]
     ms, _, _ = convert_tile(tile, tmp_path / "input" / "calfield.ms")
     lake = Lake(tmp_path / "lake")
-    from eselake.ingest.catalog import load_catalog_file
+    from eselake.ingest.catalogs.catalog import load_catalog_file
     lake.write_catalog("nvss", load_catalog_file(out / "catalog.csv", "nvss"))
     res = CliRunner().invoke(main, ["--lake", str(lake.path), "ingest", "ms", str(ms), "--products",
                                     str(tmp_path / "products"), "--calibrators", str(out / "calibrators.csv"),

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from eselake import Lake, Source
 from eselake.api import create_app
 from eselake.cli import main
-from eselake.ingest.simulate_lightcurves import simulate_photometry
+from eselake.sim.lightcurves import simulate_photometry
 from tests.conftest import simulated_lake
 
 

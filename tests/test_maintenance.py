@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from eselake import Lake
 from eselake.cli import main
-from eselake.ingest.simulate_lightcurves import Dip, simulate_photometry
+from eselake.sim.lightcurves import Dip, simulate_photometry
 from eselake.lake import maintain
 
 QUERIES = [

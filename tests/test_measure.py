@@ -7,9 +7,9 @@ from click.testing import CliRunner
 
 from eselake.cli import main
 from eselake.errors import InputError
-from eselake.ingest.catalog import iau_names
-from eselake.ingest.measure import is_sky_image, measure_image
-from eselake.ingest.synthetic_image import make_wcs, point_source_image, write_image
+from eselake.ingest.catalogs.catalog import iau_names
+from eselake.ingest.photometry.measure import is_sky_image, measure_image
+from eselake.sim.images import make_wcs, point_source_image, write_image
 from tests.conftest import shared_file
 
 CELL = 10.0 / 3600        # 10 arcsec pixels
@@ -122,7 +122,7 @@ def test_cli_nvss_batch_and_bad_image(lake, tmp_path):
 
 def test_aegean_synthetic_grid(lake):
     """Aegean's synthetic image: a 10x10 grid of point sources with peaks (k+1)*0.5 Jy/beam."""
-    from eselake.ingest.fitsimage import read_image
+    from eselake.ingest.photometry.fitsimage import read_image
     path = shared_file("images/aegean/synthetic_test.fits")
     img = read_image(path, mjd=60000.0)
     # locate the grid: quadratic peak positions of the bright sources, then a regular grid fitted to them
@@ -151,7 +151,7 @@ def test_aegean_synthetic_grid(lake):
 
 def test_vast_epochs_with_noise_maps(lake):
     """Four ASKAP-like epochs (4-D CASA images) measured with their noise maps."""
-    from eselake.ingest.fitsimage import read_image
+    from eselake.ingest.photometry.fitsimage import read_image
     paths = [shared_file(f"images/vast-pipeline/epoch0{k}.fits") for k in range(1, 5)]
     img = read_image(paths[0])
     d = np.where(np.isfinite(img.data), img.data, -np.inf)

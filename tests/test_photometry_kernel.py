@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from eselake.ingest.photometry import (FLAG_BLENDED, FLAG_EDGE, FLAG_NAN, FLAG_OUTSIDE, FWHM_TO_SIGMA,
+from eselake.ingest.photometry.kernel import (FLAG_BLENDED, FLAG_EDGE, FLAG_NAN, FLAG_OUTSIDE, FWHM_TO_SIGMA,
                                        forced_photometry)
-from eselake.ingest.synthetic_image import point_source_image
+from eselake.sim.images import point_source_image
 
 FWHM = 5.0
 COV = np.eye(2) * (FWHM * FWHM_TO_SIGMA) ** 2
@@ -87,7 +87,7 @@ def test_edge_nan_and_outside_flags():
 
 
 def test_elliptical_rotated_beam_and_noise_map():
-    from eselake.ingest.photometry import beam_covariance_pix
+    from eselake.ingest.photometry.kernel import beam_covariance_pix
     shape = (300, 300)
     rng = np.random.default_rng(3)
     x = rng.uniform(30, 270, 40)

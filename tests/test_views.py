@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from eselake import Lake, Source, detect_ese_candidates
 from eselake.cli import main
 from eselake.errors import EselakeError
-from eselake.ingest.simulate_lightcurves import Dip, simulate_photometry
+from eselake.sim.lightcurves import Dip, simulate_photometry
 
 PRESETS = ("conservative", "moderate", "sensitive")
 

@@ -60,7 +60,7 @@ PHOTOMETRY_SCHEMA = pa.schema([
     ("snr", pa.float64()),
     ("chi2", pa.float64()),
     ("dof", pa.int32()),
-    ("flags", pa.int32()),                 # bitmask, see eselake.ingest.photometry.FLAGS
+    ("flags", pa.int32()),                 # bitmask, see eselake.ingest.photometry.kernel.FLAGS
     ("blend_group", pa.int32()),
     ("catalog_flux_mjy", pa.float64()),
     ("sep_from_center_deg", pa.float64()),

@@ -15,8 +15,8 @@ from astropy.time import Time
 from astropy import units as u
 
 from eselake.errors import InputError
-from eselake.ingest import dsa110
-from eselake.ingest.casa import in_folder, tasks, tools
+from eselake.ingest.radio import dsa110
+from eselake.ingest.radio.casa import in_folder, tasks, tools
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def ms_times_freqs(ms) -> tuple[np.ndarray, np.ndarray]:
 def mean_beam(ra_deg, dec_deg, times_mjd, freqs_hz, dec_pointing_deg, nfreq: int = 8) -> np.ndarray:
     """Primary-beam response averaged over the tile's integrations and band (the drift scan moves the beam
     along RA), for sky positions (deg)."""
-    from eselake.ingest.simulate import meridian_icrs
+    from eselake.sim.visibilities import meridian_icrs
 
     ra = np.deg2rad(np.asarray(ra_deg, float))
     dec = np.deg2rad(np.asarray(dec_deg, float))

@@ -8,7 +8,7 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from scipy.ndimage import gaussian_filter
 
-from eselake.ingest.photometry import FWHM_TO_SIGMA
+from eselake.ingest.photometry.kernel import FWHM_TO_SIGMA
 
 
 def correlated_noise(shape, rms, beam_sigma_pix, rng) -> np.ndarray:

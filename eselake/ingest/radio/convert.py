@@ -18,7 +18,7 @@ import numpy as np
 from astropy.time import Time
 
 from eselake.errors import InputError
-from eselake.ingest import dsa110
+from eselake.ingest.radio import dsa110
 
 _NAME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})_sb(\d{2})\.hdf5$")
 
@@ -100,7 +100,7 @@ def read_tile(tile: Tile, *, allow_incomplete: bool = False):
 
 def phase_to_meridian(uv, dec_deg: float | None = None):
     """Phase to the meridian (at ``dec_deg``, default the pointing declination) at the tile's mid-time."""
-    from eselake.ingest.simulate import meridian_icrs
+    from eselake.sim.visibilities import meridian_icrs
 
     mid = Time(np.mean(np.unique(uv.time_array)), format="jd", scale="utc")
     if dec_deg is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from eselake.ingest.ese_models import smooth_dip
+from eselake.detection.lens import smooth_dip
 
 
 @dataclass

@@ -13,10 +13,10 @@ import pyarrow as pa
 
 from eselake import __version__
 from eselake.errors import EselakeError, InputError
-from eselake.ingest.catalog import cone_mask, separation_deg
-from eselake.ingest.fitsimage import read_image, read_noise_map
+from eselake.ingest.catalogs.catalog import cone_mask, separation_deg
+from eselake.ingest.photometry.fitsimage import read_image, read_noise_map
 from eselake.ingest.parallel import run_jobs
-from eselake.ingest.photometry import beam_covariance_pix, forced_photometry
+from eselake.ingest.photometry.kernel import beam_covariance_pix, forced_photometry
 from eselake.lake import Lake
 from eselake.lake.layout import image_id_for
 

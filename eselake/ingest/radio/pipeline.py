@@ -20,7 +20,7 @@ from astropy import units as u
 from astropy.time import Time
 
 from eselake.errors import EselakeError, InputError
-from eselake.ingest.convert import Tile, convert_tile, group_tiles
+from eselake.ingest.radio.convert import Tile, convert_tile, group_tiles
 from eselake.ingest.parallel import run_jobs
 
 
@@ -57,8 +57,8 @@ def tile_plan(tile: Tile, dec_deg: float | None, calibrators) -> TilePlan:
     """Mid-time, pointing and phase centre of a tile from one file's header (no data read)."""
     from pyuvdata import UVData
 
-    from eselake.ingest.calibrate import calibrator_in_field
-    from eselake.ingest.simulate import meridian_icrs
+    from eselake.ingest.radio.calibrate import calibrator_in_field
+    from eselake.sim.visibilities import meridian_icrs
 
     if not tile.complete:
         raise InputError("missing subband(s) " + ", ".join(f"sb{s:02d}" for s in tile.missing))
@@ -84,9 +84,9 @@ def process_tile(lake_path: str, plan: TilePlan, products: str, cal_tables: list
     ``cal_tables``."""
     import time
 
-    from eselake.ingest import calibrate
-    from eselake.ingest.image import image_tile
-    from eselake.ingest.measure import measure_image
+    from eselake.ingest.radio import calibrate
+    from eselake.ingest.radio.image import image_tile
+    from eselake.ingest.photometry.measure import measure_image
     from eselake.lake import Lake
 
     res = TileResult(plan.tile_id)
@@ -150,7 +150,7 @@ def ingest_uvh5(lake, uvh5_dir, products, *, calibrators, catalog: str = "nvss",
 def _ingest(lake, items, plan_for, name_of, products, calibrators, workers: int, common: tuple, force: bool,
             on_result) -> list[TileResult]:
     """Plan every item (a tile or an MS; one that cannot be planned is reported as failed), then run them."""
-    from eselake.ingest.calibrate import read_calibrators
+    from eselake.ingest.radio.calibrate import read_calibrators
 
     products = Path(products).absolute()
     cals = calibrators if isinstance(calibrators, list) else read_calibrators(calibrators)
@@ -206,8 +206,8 @@ def ms_plan(ms, dec_deg: float | None, calibrators) -> TilePlan:
     """Plan for an existing Measurement Set: its phase centre and mid-time from the MS itself."""
     from astropy.coordinates import SkyCoord
 
-    from eselake.ingest.calibrate import calibrator_in_field, ms_times_freqs
-    from eselake.ingest.casa import tools
+    from eselake.ingest.radio.calibrate import calibrator_in_field, ms_times_freqs
+    from eselake.ingest.radio.casa import tools
 
     ms = Path(ms).absolute()
     if not (ms / "table.dat").exists():

@@ -23,9 +23,9 @@ from astropy.coordinates import AltAz, SkyCoord
 from astropy.time import Time
 
 from eselake.errors import InputError
-from eselake.ingest import dsa110
-from eselake.ingest.catalog import iau_names
-from eselake.ingest.ese_models import gaussian_lens
+from eselake.ingest.radio import dsa110
+from eselake.ingest.catalogs.catalog import iau_names
+from eselake.detection.lens import gaussian_lens
 
 
 @dataclass

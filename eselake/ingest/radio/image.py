@@ -13,9 +13,9 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from eselake.errors import EselakeError
-from eselake.ingest import dsa110
-from eselake.ingest.calibrate import mean_beam, ms_times_freqs
-from eselake.ingest.casa import in_folder, tasks, tools
+from eselake.ingest.radio import dsa110
+from eselake.ingest.radio.calibrate import mean_beam, ms_times_freqs
+from eselake.ingest.radio.casa import in_folder, tasks, tools
 
 PB_LIMIT = 0.1           # pixels with a mean primary-beam response below this are blanked in .pbcor
 
