@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[radio,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[radio,dist,dev]'
 	touch $(STAMP)
 
 # Optional system packages from Debian: WSClean (the imager used when on PATH; casatasks.tclean otherwise) and

@@ -112,6 +112,23 @@ def night_of(mjd: float) -> str:
     return Time(mjd, format="mjd", scale="utc").to_datetime().strftime("%Y-%m-%d")
 
 
+def observation_id(telescope: str | None, ra_deg: float, dec_deg: float, mjd: float,
+                   freq_hz: float | None, kind: str = "image") -> str:
+    """Image identity from the observation, not the file: telescope, field centre (RA/Dec rounded to 1 arcsec),
+    observation mid-time (MJD rounded to 1 s), frequency (rounded to 1 kHz) and kind (image | mosaic).
+    The same observation read from any folder (moved, copied, symlinked) gets the same id, so measuring it
+    again replaces its rows. Readable prefix: telescope and UTC time, e.g. ``dsa-110-20250101T120000-<hash>``."""
+    tel = _SAFE.sub("-", (telescope or "unknown").strip().lower()).strip("-") or "unknown"
+    ra = round(float(ra_deg) % 360.0 * 3600.0) % (360 * 3600)
+    dec = round(float(dec_deg) * 3600.0)
+    sec = round(float(mjd) * 86400.0)
+    khz = round(float(freq_hz) / 1e3) if freq_hz is not None and freq_hz == freq_hz else -1
+    key = f"{tel}|{ra}|{dec}|{sec}|{khz}|{kind}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    stamp = Time(sec / 86400.0, format="mjd", scale="utc").to_datetime().strftime("%Y%m%dT%H%M%S")
+    return f"{tel}-{stamp}-{digest}"
+
+
 def image_id_for(path: str | os.PathLike) -> str:
     """Stable image id: the file stem (made filesystem-safe) plus a hash of the absolute path."""
     p = Path(path).resolve()
