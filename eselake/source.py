@@ -39,15 +39,71 @@ class Source:
 
     @property
     def variability(self) -> dict[str, Any]:
-        """This source's row of variability_stats (empty dict if it has no usable points)."""
+        """This source's row of variability_stats (empty dict if it has no usable points; an unknown source
+        raises EselakeError)."""
         df = self.lake.sql("SELECT * FROM variability_stats WHERE source_id = ?", [self.source_id])
-        return df.to_dicts()[0] if df.height else {}
+        if df.height == 0:
+            _ = self.measurements          # raises for a source the lake does not know
+            return {}
+        return df.to_dicts()[0]
 
     @property
     def ese(self) -> dict[str, Any]:
-        """This source's row of ese_scores: statistics, best dip window and composite score."""
+        """This source's row of ese_scores: statistics, best dip window and composite score (empty dict if it
+        has no usable points; an unknown source raises EselakeError)."""
         df = self.lake.sql("SELECT * FROM ese_scores WHERE source_id = ?", [self.source_id])
-        return df.to_dicts()[0] if df.height else {}
+        if df.height == 0:
+            _ = self.measurements
+            return {}
+        return df.to_dicts()[0]
+
+    @property
+    def candidate(self) -> dict[str, Any] | None:
+        """This source's row of the default ESE detection (``detect_ese_candidates``), or None when it is
+        not a candidate."""
+        from eselake.detection import detect_ese_candidates
+        _ = self.measurements
+        df = detect_ese_candidates(self.lake, source_id=self.source_id)
+        return df.to_dicts()[0] if df.height else None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Identity and position: source_id, ra_deg, dec_deg (the catalogue's, else the mean measured
+        position), catalog, catalog_flux_mjy, freq_hz, n_images, first/last MJD."""
+        m = self.measurements
+        out: dict[str, Any] = {"source_id": self.source_id, "ra_deg": None, "dec_deg": None, "catalog": None,
+                               "catalog_flux_mjy": None}
+        try:
+            cat = self.lake.sql("SELECT catalog, ra_deg, dec_deg, flux_mjy FROM catalog_sources "
+                                "WHERE source_id = ? ORDER BY catalog LIMIT 1", [self.source_id])
+        except Exception:       # no catalogue loaded: the view may be missing
+            cat = pl.DataFrame()
+        if cat.height:
+            row = cat.row(0, named=True)
+            out.update(ra_deg=row["ra_deg"], dec_deg=row["dec_deg"], catalog=row["catalog"],
+                       catalog_flux_mjy=row["flux_mjy"])
+        else:
+            flux = self.lake.sql("SELECT median(catalog_flux_mjy) AS f FROM measurements WHERE source_id = ?",
+                                 [self.source_id])["f"][0]
+            out.update(ra_deg=m["ra_deg"].mean(), dec_deg=m["dec_deg"].mean(), catalog_flux_mjy=flux)
+        freqs = m["freq_hz"].drop_nulls()
+        out.update(freq_hz=float(freqs.median()) if freqs.len() else None, n_images=m.height,
+                   first_mjd=float(m["mjd"].min()), last_mjd=float(m["mjd"].max()))
+        return out
+
+    def export_frame(self) -> pl.DataFrame:
+        """The measurements to export: source_id, mjd, date_utc (ISO 8601), fluxes, ..., ra_deg, dec_deg."""
+        from eselake.output import with_iso_dates
+        m = self.measurements
+        return with_iso_dates(m.select(pl.lit(self.source_id).alias("source_id"), pl.all()))
+
+    def export(self, fmt: str = "csv") -> bytes:
+        """The lightcurve as csv, json, votable or parquet bytes, with the source's id, position, catalogue
+        flux and every column's unit (see eselake.output)."""
+        from eselake.output import frame_bytes
+        info = self.info
+        meta = {k: info[k] for k in ("source_id", "ra_deg", "dec_deg", "catalog", "catalog_flux_mjy", "freq_hz")}
+        return frame_bytes(self.export_frame(), fmt, meta)
 
     def relative_lightcurve(self, radius_deg: float = 0.5, max_eta: float = 1.5,
                             min_neighbors: int = 3) -> pl.DataFrame:
@@ -89,10 +145,11 @@ class Source:
 
     calculate_relative_lightcurve = relative_lightcurve     # the seed's name
 
-    def plot_lightcurve(self, use_normalized: bool = True, highlight_ese_period: bool = True,
-                        highlight_baseline: bool = True, outfile=None, save: bool | None = None, **kwargs):
-        """Altair lightcurve chart (error bars, baseline and dip shading); saved when ``outfile`` is given
-        (format from its extension: .png, .svg, .pdf, .html, .json)."""
+    def plot_lightcurve(self, use_normalized: bool = True, highlight_ese_period: bool | None = None,
+                        highlight_baseline: bool | None = None, outfile=None, save: bool | None = None, **kwargs):
+        """Altair lightcurve chart (error bars, MJD and calendar dates, frequency in the title); the dip
+        shading, baseline level and fitted model (``show_fit``) are drawn for ESE candidates when left at None,
+        always when True, never when False. Saved when ``outfile`` is given (.png, .svg, .pdf, .html, .json)."""
         from eselake.charts import lightcurve_chart, save_chart
 
         chart = lightcurve_chart(self, use_normalized=use_normalized, highlight_ese_period=highlight_ese_period,

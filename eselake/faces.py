@@ -1,0 +1,67 @@
+"""What the CLI, API, web page and demo share about ESE candidates: one call into the detection (its own
+defaults, whatever they are), a title saying what was run, and one column order for candidate tables."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import polars as pl
+
+from eselake.errors import EselakeError
+
+# Known columns first, in this order; any other column the detection returns follows in its own order.
+CANDIDATE_ORDER = (
+    "source_id", "status", "sigma", "significance", "fap_per_source_year", "composite_score", "confidence",
+    "center_mjd", "duration_days", "depth", "lens_alpha", "alt_model",
+    "dip_depth", "dip_start_mjd", "dip_end_mjd", "dip_duration_days", "dip_significance",
+    "n_obs", "mean_flux_mjy", "ra_deg", "dec_deg", "chi2_nu", "eta_metric", "v_metric", "sigma_deviation",
+)
+OPTION_NAMES = {"preset": "--preset", "min_sigma": "--min-sigma", "use_composite_scoring": "--use-composite-scoring",
+                "source_id": "--source-id", "status": "--status"}
+
+
+def _detector():
+    from eselake.detection import detect_ese_candidates
+    return detect_ese_candidates
+
+
+def detection_defaults() -> dict[str, Any]:
+    """The detection's own defaults (the single source of truth for every face)."""
+    params = inspect.signature(_detector()).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
+def detect(lake, **options) -> pl.DataFrame:
+    """``detect_ese_candidates(lake, **options)`` with the options that were given (None = the detection's
+    default); an option the detection does not take is refused with a message, never dropped."""
+    fn = _detector()
+    params = inspect.signature(fn).parameters
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = [k for k in given if k not in params]
+    if unknown:
+        raise EselakeError(f"{', '.join(OPTION_NAMES.get(k, k) for k in unknown)}: not an option of this "
+                           "detection; run `eselake ese-detect --help`")
+    return order_candidates(fn(lake, **given))
+
+
+def describe(**options) -> str:
+    """'preset moderate, composite scoring, min sigma 4' for the settings actually in force."""
+    eff = {**detection_defaults(), **{k: v for k, v in options.items() if v is not None}}
+    parts = []
+    if eff.get("preset"):
+        parts.append(f"preset {eff['preset']}")
+    if eff.get("use_composite_scoring"):
+        parts.append("composite scoring")
+    elif "use_composite_scoring" in eff:
+        parts.append("all thresholds")
+    if eff.get("min_sigma") is not None:
+        parts.append(f"min sigma {eff['min_sigma']:g}")
+    if eff.get("status"):
+        parts.append(f"status {eff['status']}")
+    return ", ".join(parts) or "default detection"
+
+
+def order_candidates(df: pl.DataFrame) -> pl.DataFrame:
+    """Known candidate columns first (CANDIDATE_ORDER), then the rest."""
+    first = [c for c in CANDIDATE_ORDER if c in df.columns]
+    return df.select(first + [c for c in df.columns if c not in first])
