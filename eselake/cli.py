@@ -16,21 +16,79 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+EXIT_CODES = """Exit status: 0 success; 1 a batch or check finished with failures (the failed items are
+listed); 2 usage or input error (bad option, missing lake, unknown source, bad file); 3 internal error
+(a bug: please report it; ESELAKE_DEBUG=1 shows the traceback)."""
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True, markup=True)
+    sys.exit(code)
+
+
+def _os_message(exc: OSError) -> str:
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 class _Group(click.Group):
-    """Turns eselake's user-facing errors into one clear line and exit status 2."""
+    """One error style for every command: ``error: <message>`` on stderr, no traceback, and the exit status
+    of EXIT_CODES."""
 
-    def invoke(self, ctx):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        import os
+        from rich.markup import escape
         try:
-            return super().invoke(ctx)
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _fail(escape(exc.format_message()) + hint, 2)
+        except click.ClickException as exc:
+            _fail(escape(exc.format_message()), 2)
+        except click.Abort:
+            _fail("aborted", 130)
         except (EselakeError, duckdb.Error, ValueError) as exc:
-            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            _fail(escape(str(exc)), 2)
+        except OSError as exc:
+            _fail(escape(_os_message(exc)), 2)
+        except Exception as exc:                      # a bug: one line, the traceback only on request
+            if os.environ.get("ESELAKE_DEBUG"):
+                raise
+            _fail(escape(f"internal error: {type(exc).__name__}: {exc} (ESELAKE_DEBUG=1 shows the traceback)"), 3)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
-pass_lake = click.make_pass_decorator(Lake, ensure=False)
+# Commands that create the lake (or need none); every other command needs an existing lake and says so.
+CREATES_LAKE = ("init", "catalog load", "photometry", "ingest", "demo", "simulate")
 
 
-@click.group(cls=_Group)
+def _require_lake(lake: Lake) -> None:
+    require = getattr(lake, "require", None)
+    if require is not None:
+        require()
+    elif not lake.path.is_dir():
+        raise EselakeError(f"no lake at {lake.path}; check --lake / ESELAKE_LAKE, or create one with "
+                           "`eselake init` or a first ingest")
+
+
+def pass_lake(f):
+    """Pass the Lake of ``--lake`` as first argument; commands not in CREATES_LAKE need it to exist."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        lake = ctx.find_object(Lake)
+        path = " ".join(ctx.command_path.split()[1:])
+        if not any(path == c or path.startswith(c + " ") for c in CREATES_LAKE):
+            _require_lake(lake)
+        return f(lake, *args, **kwargs)
+    return wrapper
+
+
+@click.group(cls=_Group, epilog=EXIT_CODES)
 @click.option("--lake", "lake_path", type=click.Path(path_type=Path), envvar="ESELAKE_LAKE",
               default=None, show_envvar=True, help="Lake folder [default: ./lake]")
 @click.version_option(package_name="eselake")
@@ -38,6 +96,24 @@ pass_lake = click.make_pass_decorator(Lake, ensure=False)
 def main(ctx: click.Context, lake_path: Path | None) -> None:
     """eselake: DSA-110 lightcurves and Extreme Scattering Event detection over a Parquet lake."""
     ctx.obj = Lake(lake_path if lake_path is not None else default_lake_path())
+
+
+@main.command("init")
+@pass_lake
+def init_cmd(lake: Lake) -> None:
+    """Create an empty lake at --lake (ESELAKE_LAKE, default ./lake); an existing lake is left as it is."""
+    exists = lake.exists() if hasattr(lake, "exists") else lake.path.is_dir()
+    if exists:
+        console.print(f"{lake.path} is already a lake")
+        return
+    if hasattr(lake, "init"):
+        lake.init()
+    else:
+        try:
+            lake.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EselakeError(f"cannot create lake folder {lake.path}: {exc.strerror}") from exc
+    console.print(f"created an empty lake at {lake.path}")
 
 
 def format_options(f):
@@ -229,33 +305,74 @@ def photometry_batch(lake, source_list, catalog, image_dir, pattern, min_mjy, wo
 
 
 # ------------------------------------------------------------------------------------------ detection
+PRESET_CHOICE = click.Choice(["conservative", "moderate", "sensitive"])
+
+
+def _detection_options(f):
+    """--preset, --min-sigma and --use-composite-scoring/--all-thresholds; unset options take the detection's
+    own defaults, the same for the CLI, Python, the ese_candidates view, the API and the page."""
+    for opt in reversed([
+        click.option("--preset", type=PRESET_CHOICE, default=None,
+                     help="Detection preset [default: the detection's default, as everywhere]"),
+        click.option("--min-sigma", type=float, default=None,
+                     help="Minimum significance (overrides the preset's threshold)"),
+        click.option("--use-composite-scoring/--all-thresholds", "composite", default=None,
+                     help="Select by composite score, or require every threshold [default: the detection's]"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _vertical(df, title: str):
+    """A one-row frame as a two-column (field, value) table: readable at 80 columns."""
+    from rich.table import Table
+
+    from eselake.output import _cell
+
+    table = Table(title=title, show_header=False, pad_edge=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for name, value in df.row(0, named=True).items():
+        table.add_row(name, _cell(value, name))
+    return table
+
+
 @main.command("ese-detect")
-@click.option("--preset", type=click.Choice(["conservative", "moderate", "sensitive"]), default="moderate",
-              show_default=True)
-@click.option("--min-sigma", type=float, default=None, help="Override the preset's sigma_deviation threshold")
-@click.option("--use-composite-scoring", is_flag=True, help="Select by composite score (0-10) instead")
-@click.option("--source-id", default=None, help="Show one source (its scores even if not a candidate)")
-@click.option("--status", type=click.Choice(["active", "investigated", "dismissed"]), default=None)
+@_detection_options
+@click.option("--source-id", default=None, help="One source: is it a candidate, and its scores either way")
+@click.option("--status", type=click.Choice(["active", "investigated", "dismissed"]), default=None,
+              help="Only candidates with this review status")
 @click.option("--recompute", is_flag=True, hidden=True, help="Accepted for the seed; results are always fresh")
 @format_options
 @pass_lake
-def ese_detect(lake, preset, min_sigma, use_composite_scoring, source_id, status, recompute, fmt, output) -> None:
-    """ESE candidates, computed fresh from the measurements, best first."""
-    from eselake.detection import detect_ese_candidates
+def ese_detect(lake, preset, min_sigma, composite, source_id, status, recompute, fmt, output) -> None:
+    """ESE candidates, computed fresh from the measurements, best first.
 
-    df = detect_ese_candidates(lake, preset=preset, min_sigma=min_sigma, use_composite_scoring=use_composite_scoring,
-                               source_id=source_id, status=status)
-    if source_id is not None and df.height == 0:
-        scores = lake.sql("SELECT * FROM ese_scores WHERE source_id = ?", [source_id])
-        if scores.height == 0:
-            raise click.ClickException(f"no measurements of source {source_id!r}")
-        if fmt == "table":
-            console.print(f"{source_id} is not a candidate under preset {preset}; its scores:")
-        df = scores
-    cols = ["source_id", "significance", "composite_score", "confidence", "status", "n_obs", "chi2_nu",
-            "eta_metric", "dip_significance", "dip_depth", "dip_start_mjd", "dip_end_mjd"]
-    shown = df.select([c for c in cols if c in df.columns]) if fmt == "table" else df
-    write_frame(shown, fmt, output, title=f"ESE candidates ({preset}{', composite' if use_composite_scoring else ''})")
+    With no options this is the same list as Python's detect_ese_candidates(lake), the ese_candidates SQL
+    view, the API's /api/ese/candidates and the web page. --source-id gives that list's verdict on one source.
+    """
+    import polars as pl
+
+    from eselake import faces
+
+    opts = dict(preset=preset, min_sigma=min_sigma, use_composite_scoring=composite, status=status)
+    what = faces.describe(**opts)
+    if source_id is None:
+        write_frame(faces.detect(lake, **opts), fmt, output, title=f"ESE candidates ({what})")
+        return
+    from eselake.source import Source
+
+    df = faces.detect(lake, source_id=source_id, **opts)
+    is_candidate = df.height > 0
+    if not is_candidate:
+        scores = Source(source_id, lake).ese           # raises for an unknown source
+        df = faces.order_candidates(pl.DataFrame([scores])) if scores else pl.DataFrame({"source_id": [source_id]})
+    df = df.select(pl.col("source_id"), pl.lit(is_candidate).alias("candidate"), pl.exclude("source_id"))
+    if fmt == "table" and not output:
+        verdict = "is an ESE candidate" if is_candidate else "is not an ESE candidate"
+        console.print(_vertical(df, f"{source_id} {verdict} ({what})"))
+        return
+    write_frame(df, fmt, output)
 
 
 @main.command("review")
@@ -269,7 +386,7 @@ def review_cmd(lake, source_id, status, notes, reviewer) -> None:
     from eselake.detection import review
 
     review(lake, source_id, status, notes, reviewer)
-    console.print(f"{source_id}: {status}")
+    console.print(f"{source_id}: {status}" + (f" ({notes})" if notes else ""), highlight=False, markup=False)
 
 
 @main.command("export")
@@ -277,15 +394,23 @@ def review_cmd(lake, source_id, status, notes, reviewer) -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "votable", "parquet"]), default="csv",
               show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Output file (csv/json may go to stdout)")
+              help="Output file [default: stdout for csv, json and votable]")
 @pass_lake
 def export_cmd(lake, source_id, fmt, output) -> None:
-    """Export one source's lightcurve (all measurements with normalisation)."""
+    """Export one source's lightcurve: source_id, position, catalogue flux and units in every format
+    (VOTable FIELD units and UCDs, PARAMs for the source), ISO dates beside MJD."""
+    from eselake.output import write_bytes_atomic
     from eselake.source import Source
 
-    write_frame(Source(source_id, lake).measurements, fmt, output)
+    if fmt == "parquet" and not output:
+        raise EselakeError("--format parquet is binary: give --output FILE")
+    data = Source(source_id, lake).export(fmt)
     if output:
-        err_console.print(f"wrote {output}")
+        write_bytes_atomic(output, data)
+        err_console.print(f"wrote {output}", highlight=False)
+    else:
+        sys.stdout.write(data.decode())
+        sys.stdout.flush()
 
 
 # ------------------------------------------------------------------------------------------ charts
@@ -298,50 +423,68 @@ def plot_group() -> None:
 @click.argument("source_id")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
 @click.option("--raw", is_flag=True, help="Plot raw peak fluxes instead of normalised fluxes")
-@click.option("--no-dip", is_flag=True, help="Do not shade the detected dip or draw its model")
+@click.option("--dip/--no-dip", default=None,
+              help="Shade the dip and draw the fitted model [default: only when the source is a candidate]")
 @pass_lake
-def plot_lightcurve(lake, source_id, output, raw, no_dip) -> None:
-    """Lightcurve of SOURCE_ID with error bars, baseline and dip shading."""
+def plot_lightcurve(lake, source_id, output, raw, dip) -> None:
+    """Lightcurve of SOURCE_ID: error bars, calendar dates, and for ESE candidates the dip and its model."""
     from eselake.source import Source
 
-    Source(source_id, lake).plot_lightcurve(use_normalized=not raw, highlight_ese_period=not no_dip,
-                                            highlight_baseline=not no_dip, show_fit=not no_dip, outfile=output)
-    console.print(f"wrote {output}")
+    Source(source_id, lake).plot_lightcurve(use_normalized=not raw, highlight_ese_period=dip,
+                                            highlight_baseline=dip, show_fit=dip, outfile=output)
+    console.print(f"wrote {output}", highlight=False)
 
 
 def _preset_chart_command(name: str, builder: str, doc: str):
     @plot_group.command(name, help=doc)
     @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
-    @click.option("--preset", type=click.Choice(["conservative", "moderate", "sensitive"]), default="moderate")
+    @_detection_options
     @pass_lake
-    def command(lake, output, preset) -> None:
+    def command(lake, output, preset, min_sigma, composite) -> None:
         from eselake import charts
 
-        charts.save_chart(getattr(charts, builder)(lake, preset=preset), output)
-        console.print(f"wrote {output}")
+        chart = getattr(charts, builder)(lake, preset=preset, min_sigma=min_sigma, use_composite_scoring=composite)
+        charts.save_chart(chart, output)
+        console.print(f"wrote {output}", highlight=False)
     return command
 
 
 plot_variability = _preset_chart_command("variability", "variability_chart",
                                          "eta-V diagram of all sources with ESE candidates highlighted.")
 plot_candidates = _preset_chart_command("candidates", "candidates_chart",
-                                        "Summary of the ESE candidates (composite score, confidence).")
+                                        "Summary of the ESE candidates.")
 
 
 # ------------------------------------------------------------------------------------------ server
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--writable", is_flag=True, help="Accept review POSTs (read-only otherwise)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--writable", is_flag=True, help="Accept reviews from the page and API (read-only otherwise)")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also accept requests whose Host header is NAME (repeatable; 127.0.0.1, localhost and "
+                   "--host are always accepted)")
 @pass_lake
-def serve(lake, host, port, writable) -> None:
-    """REST API (OpenAPI at /docs) and the candidates web page at /."""
+def serve(lake, host, port, writable, allow_hosts) -> None:
+    """Web pages at / (candidates, search, sources, eta-V, images) and the REST API (OpenAPI at /docs)."""
+    import socket
+
     import uvicorn
 
     from eselake.api import create_app
 
-    console.print(f"serving {lake.path} on http://{host}:{port}/ ({'writable' if writable else 'read-only'})")
-    uvicorn.run(create_app(lake, writable=writable), host=host, port=port, log_level="warning")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise EselakeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    hosts = ["127.0.0.1", "localhost", "::1", host, *allow_hosts]
+    app = create_app(lake, writable=writable, allowed_hosts=hosts)
+    console.print(f"serving {lake.path} on http://{host}:{port}/ ({'writable' if writable else 'read-only'}; "
+                  f"Host header allowed: {', '.join(dict.fromkeys(h for h in hosts if h not in ('0.0.0.0', '::')))})",
+                  highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 # ------------------------------------------------------------------------------------------ radio chain
