@@ -61,7 +61,7 @@ class _Group(click.Group):
 
 
 # Commands that create the lake (or need none); every other command needs an existing lake and says so.
-CREATES_LAKE = ("init", "catalog load", "photometry", "ingest", "demo", "simulate")
+CREATES_LAKE = ("init", "catalog load", "photometry", "ingest", "demo", "simulate", "lake upgrade")
 
 
 def _require_lake(lake: Lake) -> None:
@@ -123,60 +123,167 @@ def format_options(f):
     return f
 
 
+def as_of_option(f):
+    """``--as-of VERSION|TIME``: run the command on the lake as it was (reproduce a published result)."""
+    import functools
+
+    @click.option("--as-of", "as_of", default=None, metavar="VERSION|TIME",
+                  help="The lake as it was: a photometry table version (see `lake history`) or an ISO time")
+    @functools.wraps(f)
+    def wrapper(lake, *args, as_of=None, **kwargs):
+        if as_of is not None:
+            lake = Lake(lake.path, as_of=as_of)
+        return f(lake, *args, **kwargs)
+    return wrapper
+
+
 @main.command("sql")
 @click.argument("query")
 @format_options
+@click.option("--unsafe", is_flag=True,
+              help="Allow writes, ATTACH, INSTALL/LOAD and file access outside the lake (a full DuckDB console)")
 @pass_lake
-def sql_cmd(lake: Lake, query: str, fmt: str, output: str | None) -> None:
-    """Run a SQL QUERY over the lake's views (photometry, variability_stats, ese_candidates, ...)."""
-    write_frame(lake.sql(query), fmt, output)
+@as_of_option
+def sql_cmd(lake: Lake, query: str, fmt: str, output: str | None, unsafe: bool) -> None:
+    """Run a SQL QUERY over the lake's views (photometry, variability_stats, ese_candidates, ...).
+
+    Read-only and sandboxed unless --unsafe: only SELECT/EXPLAIN/SET VARIABLE statements, no file access
+    outside the lake, no extensions, no configuration changes."""
+    import polars as pl
+
+    from eselake.lake.connect import check_read_only
+    from eselake.lake.lake import fetch_arrow
+
+    if not unsafe:
+        check_read_only(query)
+    con = lake.connect(sandbox=not unsafe)
+    try:
+        frame = pl.from_arrow(fetch_arrow(con, query))
+    finally:
+        con.close()
+    _warn_stale(lake)
+    write_frame(frame, fmt, output)
+
+
+def _warn_stale(lake: Lake) -> None:
+    if getattr(lake, "stale", None):
+        err_console.print(f"note: derived data stale ({', '.join(lake.stale)}): computed from the measurements; "
+                          "`eselake refresh` brings them up to date", highlight=False)
+
+
+@main.command("refresh")
+@click.option("--full", is_flag=True, help="Re-derive the reference set and every derived dataset from scratch")
+@pass_lake
+def refresh_cmd(lake: Lake, full: bool) -> None:
+    """Bring the derived datasets (gains, daily lightcurves, statistics, ESE search) up to date.
+
+    Incremental by default: only the nights and sources that changed since the last refresh. Every ingest
+    ends with one; run it by hand after an interrupted ingest, or with --full to re-derive the reference set."""
+    from eselake.lake.derived import refresh
+
+    res = refresh(lake, full=full, progress=lambda m: err_console.print(m, highlight=False))
+    if res["mode"] == "current":
+        console.print("derived data already current")
+    elif res["mode"] == "none":
+        console.print("nothing to refresh: the lake holds no images")
+    else:
+        console.print(f"{res['mode']} refresh: {res['images']} image(s), {res['sources']} source(s) in "
+                      f"{res['seconds']:.1f} s")
 
 
 @main.group("lake")
 def lake_group() -> None:
-    """Inspect and maintain the lake folder."""
+    """Inspect and maintain the lake (Delta tables)."""
 
 
 @lake_group.command("check")
-@click.option("--fix", is_flag=True, help="Remove leftovers of interrupted writes older than --min-age-s")
-@click.option("--min-age-s", type=float, default=3600.0, show_default=True)
+@click.option("--fix", is_flag=True, help="Remove unreferenced files older than --min-age-s and rows of "
+                                          "interrupted first measurements")
+@click.option("--min-age-s", type=float, default=3600.0, show_default=True,
+              help="Grace period: younger unreferenced files may belong to a commit in progress")
 @pass_lake
 def lake_check(lake: Lake, fix: bool, min_age_s: float) -> None:
-    """Find orphan temp files, unreferenced files, duplicate rows and unreadable files."""
+    """Check the lake against its Delta logs: unreferenced files, referenced files missing, unreadable or of
+    the wrong schema, duplicate rows, two images of one observation."""
     import polars as pl
 
     from eselake.lake import maintain
 
     findings = maintain.check(lake)
+    if fix:
+        removed = maintain.fix(lake, findings, min_age_s)
+        console.print(f"removed {len(removed)} leftover(s)")
+        findings = maintain.check(lake)
     errors = [f for f in findings if f.severity == "error"]
     if findings:
         write_frame(pl.DataFrame([f.__dict__ for f in findings]), "table", None)
-    if fix:
-        removed = maintain.fix(lake, findings, min_age_s)
-        console.print(f"removed {len(removed)} leftover file(s)")
     if errors:
         console.print(f"[red]{len(errors)} error(s)[/red] in {lake.path}")
         sys.exit(1)
     leftovers = len(findings) - len(errors)
-    console.print(f"lake {lake.path} is clean" + (f" ({leftovers} leftover(s) of interrupted or superseded writes, "
-                                                  "invisible to queries; --fix removes them)" if leftovers else ""))
+    console.print(f"lake {lake.path} is clean" + (f" ({leftovers} unreferenced file(s), invisible to queries; "
+                                                  "--fix removes those older than --min-age-s)" if leftovers else ""))
 
 
 @lake_group.command("compact")
-@click.option("--night", "nights", multiple=True, help="Only these nights (YYYY-MM-DD) [default: all]")
+@click.option("--target-mb", type=int, default=256, show_default=True, help="Target file size")
 @pass_lake
-def lake_compact(lake: Lake, nights) -> None:
-    """Merge each night's small files into one file sorted by source_id (atomic; results unchanged)."""
+def lake_compact(lake: Lake, target_mb: int) -> None:
+    """Merge small files (Delta OPTIMIZE); photometry clustered by source_id. A transaction: results unchanged,
+    concurrent ingests never lost."""
     from eselake.lake import maintain
 
-    done = maintain.compact(lake, list(nights) or None)
-    console.print(f"compacted {len(done)} night(s), {sum(done.values())} rows")
+    done = maintain.compact(lake, target_mb=target_mb)
+    if not done:
+        console.print("nothing to compact")
+    for name, d in done.items():
+        console.print(f"{name}: {d['removed']} file(s) merged into {d['added']}")
+
+
+@lake_group.command("vacuum")
+@click.option("--retention-hours", type=float, default=168.0, show_default=True,
+              help="Keep files that versions of this age still need (time travel further back ends)")
+@click.option("--dry-run", is_flag=True)
+@pass_lake
+def lake_vacuum(lake: Lake, retention_hours: float, dry_run: bool) -> None:
+    """Delete data files no recent version references (Delta VACUUM)."""
+    from eselake.lake import maintain
+
+    done = maintain.vacuum(lake, retention_hours=retention_hours, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {sum(done.values())} file(s)" + "".join(f"\n  {k}: {v}" for k, v in done.items()))
+
+
+@lake_group.command("history")
+@click.option("--limit", type=int, default=30, show_default=True)
+@format_options
+@pass_lake
+def lake_history(lake: Lake, limit: int, fmt: str, output: str | None) -> None:
+    """Versions of every table, newest first, and what wrote them (use with --as-of)."""
+    import polars as pl
+
+    from eselake.lake import maintain
+
+    write_frame(pl.DataFrame(maintain.history(lake, limit)), fmt, output)
+
+
+@lake_group.command("upgrade")
+@pass_lake
+def lake_upgrade(lake: Lake) -> None:
+    """Convert a lake of eselake 0.1's file layout to Delta tables (old files moved to _old_layout/)."""
+    from eselake.lake import maintain
+    from eselake.lake.derived import refresh
+
+    counts = maintain.upgrade(lake)
+    console.print("converted " + ", ".join(f"{v} {k} row(s)" for k, v in counts.items()))
+    refresh(lake, full=True)
+    console.print(f"old files kept in {lake.path / '_old_layout'}; delete that folder when satisfied")
 
 
 @lake_group.command("info")
 @pass_lake
 def lake_info(lake: Lake) -> None:
-    """Rows, files and bytes per dataset."""
+    """Per table: version, rows, files and bytes; derived datasets current or stale."""
     console.print(f"lake: {lake.path}")
     write_frame(lake.info(), "table", None)
 
@@ -217,6 +324,14 @@ def photometry_group() -> None:
     """Forced photometry of catalogue sources on FITS images, into the lake."""
 
 
+def _scheduler_option(f):
+    """--scheduler, shared by the ingest commands and photometry batch (jobs as Dask tasks)."""
+    return click.option("--scheduler", default=None, envvar="ESELAKE_SCHEDULER", show_envvar=True, metavar="ADDRESS",
+                        help="Run the jobs as tasks on a Dask distributed cluster: a scheduler address "
+                             "(tcp://host:8786) or local:N for N local worker processes. Workers must see the "
+                             "same lake and products folders. [default: a local pool of --workers]")(f)
+
+
 def _beam_option(f):
     return click.option("--beam", nargs=3, type=float, default=None, metavar="BMAJ BMIN BPA",
                         help="Restoring beam in deg for images without BMAJ/BMIN/BPA keywords")(f)
@@ -240,6 +355,7 @@ def photometry_nvss(lake, fits_path, min_mjy, catalog, noise_map, beam) -> None:
 
     _print_measured(measure_image(lake, fits_path, catalog=catalog, min_flux_mjy=min_mjy, beam=beam,
                                   noise_map=noise_map))
+    _refresh_after(lake)
 
 
 @photometry_group.command("mosaic")
@@ -255,6 +371,7 @@ def photometry_mosaic(lake, fits_path, radius_deg, min_flux_mjy, catalog, beam) 
 
     _print_measured(measure_image(lake, fits_path, catalog=catalog, min_flux_mjy=min_flux_mjy,
                                   radius_deg=radius_deg, beam=beam, kind="mosaic"))
+    _refresh_after(lake)
 
 
 @photometry_group.command("batch")
@@ -265,12 +382,13 @@ def photometry_mosaic(lake, fits_path, radius_deg, min_flux_mjy, catalog, beam) 
 @click.option("--pattern", default="*.fits", show_default=True)
 @click.option("--min-mjy", type=float, default=None)
 @click.option("--workers", type=int, default=1, show_default=True)
+@_scheduler_option
 @click.option("--force", is_flag=True, help="Re-measure images already in the lake")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Also write this run's measurements to a CSV file")
 @_beam_option
 @pass_lake
-def photometry_batch(lake, source_list, catalog, image_dir, pattern, min_mjy, workers, force, output,
+def photometry_batch(lake, source_list, catalog, image_dir, pattern, min_mjy, workers, scheduler, force, output,
                      beam) -> None:
     """Measure many sources on every image of a folder (skips psf/residual/model/pb images)."""
     from rich.progress import Progress
@@ -292,7 +410,8 @@ def photometry_batch(lake, source_list, catalog, image_dir, pattern, min_mjy, wo
             if err:
                 progress.console.print(f"[red]failed[/red] {path}: {err}", highlight=False)
 
-        done, errors = measure_batch(lake, images, workers=workers, on_done=on_done, **kwargs)
+        done, errors = measure_batch(lake, images, workers=workers, scheduler=scheduler, on_done=on_done, **kwargs)
+    _refresh_after(lake)
     skipped = sum(r.skipped for r in done)
     console.print(f"{len(done) - skipped} images measured, {skipped} already in the lake, "
                   f"{len(errors)} failed; {sum(r.n_sources for r in done)} measurements")
@@ -543,6 +662,7 @@ def _chain_options(f):
         click.option("--dec-deg", type=float, default=None,
                      help="Pointing declination, when the data do not record it"),
         click.option("--workers", type=int, default=1, show_default=True),
+        _scheduler_option,
         click.option("--imager", type=click.Choice(["auto", "wsclean", "tclean"]), default="auto",
                      show_default=True),
         click.option("--fov-deg", type=float, default=3.0, show_default=True),
@@ -552,8 +672,20 @@ def _chain_options(f):
     return f
 
 
-def _run_chain(ingest, inputs, what: str, **options) -> None:
-    """Run an ingest function with a progress bar, print failures as they come, then a summary."""
+def _refresh_after(lake: Lake) -> None:
+    """Every ingest ends with one refresh of the derived datasets (once per batch)."""
+    from eselake.lake.derived import refresh
+
+    if lake.exists():
+        res = refresh(lake)
+        if res["mode"] not in ("current", "none"):
+            err_console.print(f"derived data refreshed ({res['mode']}, {res['sources']} source(s), "
+                              f"{res['seconds']:.1f} s)", highlight=False)
+
+
+def _run_chain(ingest, inputs, what: str, lake: Lake | None = None, **options) -> None:
+    """Run an ingest function with a progress bar, print failures as they come, refresh the derived data,
+    then a summary."""
     from rich.progress import Progress
 
     with Progress(console=err_console) as prog:
@@ -564,6 +696,8 @@ def _run_chain(ingest, inputs, what: str, **options) -> None:
             _print_tile(res, k, n)
 
         results = ingest(inputs, on_result=on_result, **options)
+    if lake is not None:
+        _refresh_after(lake)
     _ingest_summary(results, what)
 
 
@@ -575,7 +709,8 @@ def ingest_uvh5_cmd(lake, uvh5_dir, **options):
     """Ingest every complete tile of UVH5_DIR not yet in the lake (resumable)."""
     from eselake.ingest.radio.pipeline import ingest_uvh5
 
-    _run_chain(lambda d, **kw: ingest_uvh5(lake, d, kw.pop("products"), **kw), uvh5_dir, "tiles", **options)
+    _run_chain(lambda d, **kw: ingest_uvh5(lake, d, kw.pop("products"), **kw), uvh5_dir, "tiles", lake=lake,
+               **options)
 
 
 @ingest_group.command("ms")
@@ -587,18 +722,36 @@ def ingest_ms_cmd(lake, ms_paths, **options):
     from eselake.ingest.radio.pipeline import ingest_ms
 
     _run_chain(lambda ms, **kw: ingest_ms(lake, list(ms), kw.pop("products"), **kw), ms_paths,
-               "measurement sets", **options)
+               "measurement sets", lake=lake, **options)
 
 
 @ingest_group.command("fits")
 @click.argument("image_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--catalog", default="nvss", show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
+@_scheduler_option
 @click.pass_context
-def ingest_fits_cmd(ctx, image_dir, catalog, workers):
+def ingest_fits_cmd(ctx, image_dir, catalog, workers, scheduler):
     """Enter the chain with FITS images: forced photometry of the --catalog on every sky image."""
     ctx.invoke(photometry_batch, source_list=None, catalog=catalog, image_dir=image_dir, pattern="*.fits",
-               min_mjy=None, workers=workers, force=False, output=None, beam=None)
+               min_mjy=None, workers=workers, scheduler=scheduler, force=False, output=None, beam=None)
+
+
+@ingest_group.command("table")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--table", "table_name", default="photometry", show_default=True, help="Table of a SQLite file")
+@pass_lake
+def ingest_table_cmd(lake, file, table_name):
+    """Import measurements made elsewhere: CSV, Parquet, or a SQLite products database (the seed's table
+    photometry: source_id, mjd, peak_jyb, peak_err_jyb, image_path[, image_id, ra_deg, dec_deg, flags,
+    local_rms_jyb, snr]). Idempotent; bad rows are rejected with counts and reasons."""
+    from eselake.ingest.table import import_table
+
+    res = import_table(lake, file, table=table_name, refresh=False)
+    _refresh_after(lake)
+    console.print(f"imported {res.rows} row(s) of {res.images} image(s) from {file}")
+    for reason, n in res.rejected.items():
+        err_console.print(f"rejected {n} row(s): {reason}", highlight=False)
 
 
 @main.command("demo")

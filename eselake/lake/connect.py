@@ -1,8 +1,13 @@
-"""DuckDB over the lake: base views over the Parquet datasets, then the versioned views of ``eselake/sql``."""
+"""DuckDB over one committed snapshot of the lake: base views over the files the Delta log lists, the
+versioned views of ``eselake/sql`` (the definition of every statistic), and, where current, the derived
+datasets in place of the views that define them.
+
+File lists reach DuckDB as bound variables (``SET VARIABLE f_photometry = ?``), never as SQL text, with glob
+characters escaped, so a lake path holding ``?``, ``[`` or ``'`` reads its own files and nothing else.
+"""
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -10,14 +15,26 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from eselake.lake.layout import DATASETS, Dataset
+from eselake.errors import EselakeError
+from eselake.lake.delta import Snapshot
+from eselake.lake.layout import DATASETS
 from eselake.offline import DUCKDB_CONFIG
 
 _DUCK_TYPES = {
-    pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
-    pa.bool_(): "BOOLEAN",
+    pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN",
 }
 _HEADER = re.compile(r"^--\s*(view|version|depends)\s*:\s*(.+?)\s*$", re.M)
+
+# derived dataset -> the view whose place it takes when current (its definition stays in eselake/sql)
+DERIVED_VIEWS = {
+    "reference_baselines": "reference_baselines_current",
+    "image_gains": "image_gains_current",
+    "daily_lightcurves": "daily_lightcurves",
+    "source_stats": "variability_stats",
+    "ese_search": "ese_search",
+    "ese_candidates": "ese_candidates_all",
+}
 
 
 @dataclass(frozen=True)
@@ -39,22 +56,9 @@ def sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def base_view_sql(root: Path, ds: Dataset) -> str:
-    """``CREATE VIEW <name>_files``: all Parquet files of a dataset (absolute glob), or a typed empty relation."""
-    folder = root / ds.name
-    has_files = folder.is_dir() and next(folder.rglob("*.parquet"), None) is not None
-    if has_files:
-        hive = ""
-        if ds.partition:
-            hive = f", hive_partitioning = true, hive_types = {{'{ds.partition}': VARCHAR}}"
-        src = (f"SELECT * FROM read_parquet({sql_str(str(folder.resolve()) + '/**/*.parquet')}, "
-               f"union_by_name = false{hive})")
-    else:
-        cols = [f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in ds.schema]
-        if ds.partition:
-            cols.append(f"CAST(NULL AS VARCHAR) AS {ds.partition}")
-        src = f"SELECT {', '.join(cols)} WHERE false"
-    return f"CREATE OR REPLACE VIEW {ds.name}_files AS {src}"
+def glob_escape(path: str) -> str:
+    """A file path as a DuckDB glob pattern matching exactly that file (``*``, ``?``, ``[`` as classes)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
 
 
 def view_files() -> list[ViewFile]:
@@ -71,45 +75,101 @@ def view_files() -> list[ViewFile]:
     return out
 
 
-def refresh_base_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    for ds in DATASETS.values():
-        con.execute(base_view_sql(root, ds))
+def view_versions() -> dict[str, int]:
+    return {v.name: v.version for v in view_files()}
 
 
-RETRYABLE = ("No such file", "No files found", "Could not open file", "Cannot open file", "cannot open file")
+def _files_view(con: duckdb.DuckDBPyConnection, view: str, var: str, snap: Snapshot,
+                schema: pa.Schema, partition: str | None) -> None:
+    """``CREATE VIEW <view>``: the snapshot's files (columns of ``schema``), or a typed empty relation."""
+    cols = [f.name for f in schema if f.name != partition]
+    if snap.files:
+        con.execute(f"SET VARIABLE {var} = ?", [[glob_escape(f) for f in snap.files]])
+        part = ""
+        if partition:
+            part = f", hive_partitioning = true, hive_types = {{'{partition}': VARCHAR}}"
+            cols.append(partition)
+        # one schema for all files of a snapshot (the Delta log enforces it): only the first file's footer is
+        # read to bind the view
+        src = (f"SELECT {', '.join(cols)} FROM read_parquet(getvariable('{var}'), "
+               f"union_by_name = false{part})")
+    else:
+        src = "SELECT " + ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in schema) + " WHERE false"
+    con.execute(f"CREATE OR REPLACE VIEW {view} AS {src}")
 
 
-def is_retryable(exc: Exception) -> bool:
-    """A file vanished between DuckDB's glob and its read (a writer replaced it): try again."""
-    return isinstance(exc, duckdb.IOException) and any(s in str(exc) for s in RETRYABLE)
+def open_connection(snaps: dict[str, Snapshot], derived: dict[str, Snapshot] | None = None,
+                    *, sandbox_root: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection over one snapshot: ``snaps`` holds the base tables, ``derived`` the
+    derived datasets to read in place of their views (only those that are current). With ``sandbox_root``
+    the connection is locked down for an untrusted console (no file access outside that folder, no
+    extensions, no configuration changes)."""
+    con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
+    try:
+        con.execute("SET parquet_metadata_cache = true")
+        for name, ds in DATASETS.items():
+            _files_view(con, f"{name}_files", f"f_{name}", snaps[name], ds.schema, ds.partition)
+        files = view_files()
+        for vf in files:
+            try:
+                con.execute(vf.text)
+            except duckdb.Error as exc:
+                raise EselakeError(f"view {vf.name} ({vf.file}) failed to load: {exc}") from exc
+        for name, snap in (derived or {}).items():
+            if snap.files:
+                con.execute(f"SET VARIABLE d_{name} = ?", [[glob_escape(f) for f in snap.files]])
+                con.execute(f"CREATE OR REPLACE VIEW {DERIVED_VIEWS[name]} AS "
+                            f"SELECT * FROM read_parquet(getvariable('d_{name}'), union_by_name = false)")
+        rows = ", ".join(f"({sql_str(v.name)}, {v.version}, {sql_str(v.file)})" for v in files)
+        con.execute("CREATE OR REPLACE VIEW eselake_views AS SELECT * FROM (VALUES "
+                    f"{rows}) AS t(view_name, version, file)")
+        if sandbox_root is not None:
+            lock_down(con, sandbox_root)
+        return con
+    except BaseException:
+        con.close()
+        raise
 
 
-def open_connection(root: Path, attempts: int = 10) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every eselake view created over the lake at ``root``.
-    Creating a view reads the files' schemas, so a concurrent writer removing a file is retried."""
-    for attempt in range(attempts):
-        con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
-        try:
-            _create_views(con, root)
-            return con
-        except duckdb.Error as exc:
-            con.close()
-            if not is_retryable(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+def shape(snaps: dict[str, Snapshot], derived: dict[str, Snapshot] | None) -> tuple:
+    """What the views of a connection depend on beyond file lists: which tables have files."""
+    return (tuple(n for n, s in snaps.items() if s.files),
+            tuple(sorted(n for n, s in (derived or {}).items() if s.files)))
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    refresh_base_views(con, root)
-    files = view_files()
-    for vf in files:
-        try:
-            con.execute(vf.text)
-        except duckdb.Error as exc:
-            if is_retryable(exc):
-                raise
-            raise RuntimeError(f"view {vf.name} ({vf.file}) failed to load: {exc}") from exc
-    rows = ", ".join(f"({sql_str(v.name)}, {v.version}, {sql_str(v.file)})" for v in files)
-    con.execute("CREATE OR REPLACE VIEW eselake_views AS SELECT * FROM (VALUES "
-                f"{rows}) AS t(view_name, version, file)")
+def update_files(con: duckdb.DuckDBPyConnection, snaps: dict[str, Snapshot],
+                 derived: dict[str, Snapshot] | None) -> None:
+    """Point an open connection's views at another snapshot of the same shape (views bind file lists late)."""
+    for name, snap in snaps.items():
+        if snap.files:
+            con.execute(f"SET VARIABLE f_{name} = ?", [[glob_escape(f) for f in snap.files]])
+    for name, snap in (derived or {}).items():
+        if snap.files:
+            con.execute(f"SET VARIABLE d_{name} = ?", [[glob_escape(f) for f in snap.files]])
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """No file access outside ``root``, no extension installs or loads, configuration locked."""
+    con.execute("SET allowed_directories = ?", [[str(Path(root).resolve()) + "/"]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+# statements the read-only console accepts
+_READ_ONLY = {"SELECT", "EXPLAIN", "VARIABLE_SET", "PRAGMA"}
+
+
+def check_read_only(query: str) -> None:
+    """Raise EselakeError unless every statement of ``query`` only reads (SELECT, EXPLAIN, SET VARIABLE)."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise EselakeError(f"SQL error: {str(exc).splitlines()[0]}") from exc
+    for st in statements:
+        kind = str(st.type).rsplit(".", 1)[-1].upper()
+        if kind not in _READ_ONLY:
+            raise EselakeError(f"the SQL console is read-only: {kind} statements are refused "
+                               "(use --unsafe to allow them at your own risk)")
+        if kind == "PRAGMA" and not re.match(r"\s*(PRAGMA\s+)?(show|table_info|database_size|version)",
+                                             st.query, re.I):
+            raise EselakeError("the SQL console is read-only: only informational PRAGMAs are allowed")

@@ -1,4 +1,4 @@
-"""``Lake``: the folder of Parquet datasets, its writers, and DuckDB queries over it."""
+"""``Lake``: a folder of Delta tables, its transactional writers, and DuckDB queries over one snapshot."""
 from __future__ import annotations
 
 import os
@@ -12,14 +12,18 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from eselake.errors import LakeError
+from eselake.errors import EselakeError, LakeError
 from eselake.lake import connect as _connect
-from eselake.lake.layout import (CATALOG_SCHEMA, DATASETS, IMAGES_SCHEMA, PHOTOMETRY_SCHEMA,
-                                 REVIEWS_SCHEMA, TMP_SUFFIX, new_ingest_id, night_of, safe_name)
-from eselake.lake.write import conform, file_lock, with_constant, write_parquet_atomic
+from eselake.lake import delta
+from eselake.lake.layout import (CATALOG_SCHEMA, DATASETS, IMAGES_SCHEMA, PHOTOMETRY_SCHEMA, REVIEWS_SCHEMA,
+                                 new_ingest_id, nights_of, safe_name)
+from eselake.lake.write import conform, file_lock, with_constant
 
+DERIVED_DIR = "derived"
+# images and photometry keep Delta's change data feed: an incremental refresh reads what changed since it ran
+CDF = {"delta.enableChangeDataFeed": "true"}
 
 
 def fetch_arrow(con: duckdb.DuckDBPyConnection, query: str, params=None) -> pa.Table:
@@ -35,75 +39,162 @@ def fetch_arrow(con: duckdb.DuckDBPyConnection, query: str, params=None) -> pa.T
     raise RuntimeError("this DuckDB version has no Arrow export")
 
 
-ATTEMPTS = 10     # tries of a query whose files a concurrent writer replaced under it
-
-
 def default_lake_path() -> Path:
     """``$ESELAKE_LAKE`` or ``./lake``."""
     return Path(os.environ.get("ESELAKE_LAKE") or "lake")
 
 
-class Lake:
-    """A lake folder. ``Lake(path).sql(q)`` returns a polars DataFrame from the eselake views."""
+def parse_as_of(value) -> int | datetime | None:
+    """``--as-of``: a photometry table version (integer) or an ISO time (UTC if no zone is given)."""
+    if value is None or isinstance(value, (int, datetime)):
+        return value.replace(tzinfo=value.tzinfo or timezone.utc) if isinstance(value, datetime) else value
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        if int(text) < 0:
+            raise EselakeError(f"--as-of {text}: versions start at 0")
+        return int(text)
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise EselakeError(f"--as-of {text!r}: give a version number or an ISO time such as "
+                           "2025-06-01T12:00:00") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
-    def __init__(self, path: str | os.PathLike | None = None):
+
+class Lake:
+    """A lake folder. ``Lake(path).sql(q)`` returns a polars DataFrame from the eselake views.
+
+    ``as_of`` (a photometry table version, or a datetime / ISO time) opens the lake as it was then: every
+    table at its newest version committed at or before that moment. Such a lake is read-only.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, as_of=None):
         self.path = Path(path if path is not None else default_lake_path()).expanduser().absolute()
         if self.path.exists() and not self.path.is_dir():
             raise LakeError(f"lake path {self.path} is a file, not a folder")
+        self.as_of = parse_as_of(as_of)
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._state: dict[str, tuple] | None = None       # fingerprint() when the connection was last synced
+        self._synced: tuple | None = None
+        self._shape: tuple | None = None
         self._lock = threading.RLock()
+        self.stale: list[str] = []          # derived datasets recomputed from their views in the last sync
 
     def __repr__(self) -> str:
-        return f"Lake({str(self.path)!r})"
+        return f"Lake({str(self.path)!r})" if self.as_of is None else f"Lake({str(self.path)!r}, as_of={self.as_of!r})"
+
+    # ---------------------------------------------------------------- tables and snapshots
+    def exists(self) -> bool:
+        """True when the folder holds at least one table of a lake."""
+        return any(delta.exists(self.path, n) for n in DATASETS)
+
+    def require(self) -> "Lake":
+        """Raise a one-line error unless the lake exists (read commands on a mistyped --lake)."""
+        if not self.exists():
+            hint = " (it exists but holds no lake tables)" if self.path.is_dir() else ""
+            raise LakeError(f"no lake at {self.path}{hint}; check --lake / ESELAKE_LAKE, or create one with "
+                            "`eselake init` or a first ingest")
+        return self
+
+    def table_root(self, name: str) -> Path:
+        return self.path / DERIVED_DIR if name not in DATASETS else self.path
+
+    def dataset_dir(self, name: str) -> Path:
+        return self.table_root(name) / name
+
+    def table(self, name: str):
+        """The ``deltalake.DeltaTable`` of ``name`` (at this lake's ``as_of``), or None if it does not exist."""
+        as_of = self.as_of
+        if isinstance(as_of, int):
+            as_of = self._as_of_time()
+        dt = delta.open_table(self.table_root(name), name)
+        if dt is None or as_of is None:
+            return dt
+        return self._at_time(dt, name, as_of)
+
+    def _at_time(self, dt, name: str, when: datetime):
+        first = dt.history()[-1].get("timestamp", 0)
+        if when.timestamp() * 1000 < first:
+            return None                     # the table did not exist yet
+        try:
+            dt.load_as_version(when)
+        except Exception as exc:  # noqa: BLE001 - delta-rs raises several kinds here
+            raise LakeError(f"cannot open table {name} as of {when.isoformat()}: {exc}") from exc
+        return dt
+
+    def _as_of_time(self) -> datetime:
+        dt = delta.open_table(self.path, "photometry")
+        if dt is None:
+            raise LakeError(f"{self.path} has no photometry table to take version {self.as_of} of")
+        for h in dt.history():
+            if h.get("version") == self.as_of:
+                return datetime.fromtimestamp(h["timestamp"] / 1000.0 + 0.0005, tz=timezone.utc)
+        raise LakeError(f"the photometry table of {self.path} has no version {self.as_of} "
+                        f"(newest is {dt.version()}; see `eselake lake history`)")
+
+    def versions(self) -> dict[str, int]:
+        """Newest committed version of every table (-1: not created yet). Cheap: one folder listing each."""
+        names = list(DATASETS) + list(_connect.DERIVED_VIEWS)
+        return {n: delta.latest_version(self.table_root(n), n) for n in names}
+
+    def snapshots(self) -> dict[str, delta.Snapshot]:
+        """The committed snapshot of every base table (files and version), at ``as_of`` if set."""
+        return {n: delta.snapshot(self.table(n), n) for n in DATASETS}
+
+    def derived_snapshots(self) -> dict[str, delta.Snapshot]:
+        return {n: delta.snapshot(self.table(n), n) for n in _connect.DERIVED_VIEWS}
 
     # ---------------------------------------------------------------- queries
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """A new in-process DuckDB connection with all eselake views (caller closes it)."""
-        return _connect.open_connection(self.path)
+    def connect(self, *, derived: bool = True, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
+        """A new in-process DuckDB connection over the current snapshot (caller closes it).
 
-    def fingerprint(self) -> dict[str, tuple]:
-        """Per dataset, the names, sizes and mtimes of its files: changes whenever anything is written."""
-        out = {}
-        for name in DATASETS:
-            files = []
-            folder = self.dataset_dir(name)
-            if folder.is_dir():
-                for f in folder.rglob("*.parquet"):
-                    try:
-                        st = f.stat()
-                    except FileNotFoundError:
-                        continue
-                    files.append((str(f), st.st_size, st.st_mtime_ns))
-            out[name] = tuple(sorted(files))
-        return out
+        ``derived=True`` reads the derived datasets that are current in place of their views;
+        ``derived=False`` computes everything from the measurements (the definitions), except the reference
+        baselines, which are frozen between full refreshes (``eselake refresh --full``)."""
+        snaps, use = self._snapshot_state(derived)
+        return _connect.open_connection(snaps, use, sandbox_root=self.path if sandbox else None)
+
+    def _snapshot_state(self, derived: bool = True):
+        from eselake.lake.derived import current_derived
+
+        snaps = self.snapshots()
+        dsnaps = self.derived_snapshots()
+        use = current_derived(self, snaps, dsnaps) if derived else {}
+        if dsnaps["reference_baselines"].files:
+            use.setdefault("reference_baselines", dsnaps["reference_baselines"])
+        self.stale = [n for n in ("image_gains", "daily_lightcurves", "source_stats", "ese_search")
+                      if derived and dsnaps[n].version >= 0 and n not in use]
+        return snaps, use
 
     def _sync(self) -> duckdb.DuckDBPyConnection:
-        """The process's connection, brought up to date with the files: base views are re-created when any
-        file changed (a dataset may have become empty or non-empty), and the cached image gains are rebuilt
-        when measurements, images or catalogues changed."""
-        state = self.fingerprint()
-        if self._con is None:
-            self._con, self._state = self.connect(), None
-        old = self._state or {}
-        if state != old:
-            _connect.refresh_base_views(self._con, self.path)
-        data = ("images", "photometry", "catalog_sources")
-        if self._state is None or any(state[d] != old.get(d) for d in data):
-            self._con.execute("CREATE OR REPLACE TEMP TABLE _image_gains_cache AS SELECT * FROM image_gains")
-            self._con.execute("CREATE OR REPLACE VIEW image_gains_current AS SELECT * FROM _image_gains_cache")
-        self._state = state
+        """The process's connection, pointed at the newest snapshot: when only file lists changed, the views'
+        file variables are updated in place (cheap); when a table appeared or a derived dataset became current
+        or stale, the views are created again."""
+        state = None if self.as_of is not None else tuple(sorted(self.versions().items()))
+        if self._con is not None and (state is None or state == self._synced):
+            return self._con
+        snaps, use = self._snapshot_state(True)
+        shape = _connect.shape(snaps, use)
+        if self._con is not None and shape == self._shape:
+            _connect.update_files(self._con, snaps, use)
+        else:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            self._con = _connect.open_connection(snaps, use)
+            self._shape = shape
+        self._synced = state
         return self._con
 
     def _query(self, fn):
         with self._lock:
-            for attempt in range(ATTEMPTS):
+            for attempt in range(5):
                 try:
                     return fn(self._sync())
-                except duckdb.Error as exc:
-                    if attempt == ATTEMPTS - 1 or not _connect.is_retryable(exc):
-                        raise
-                    self._state = None          # files changed under the query: re-sync everything
+                except duckdb.IOException as exc:
+                    # a file of our snapshot was removed by vacuum under the query: take the newer snapshot
+                    if attempt == 4:
+                        raise LakeError(f"reading {self.path} failed: {str(exc).splitlines()[0]}") from exc
+                    self._synced = None
                     time.sleep(0.05 * (attempt + 1))
 
     def sql(self, query: str, params: list | dict | None = None) -> pl.DataFrame:
@@ -120,142 +211,180 @@ class Lake:
                 self._con.close()
                 self._con = None
 
-    # ---------------------------------------------------------------- layout
-    def dataset_dir(self, name: str) -> Path:
-        return self.path / DATASETS[name].name
+    # ---------------------------------------------------------------- writes
+    def lock(self, name: str, *, blocking: bool = True):
+        """Advisory lock ``LAKE/_locks/<name>.lock``: avoids duplicate work (two processes measuring one image,
+        two refreshes); correctness never depends on it, the Delta log serialises commits."""
+        return file_lock(self.path / "_locks" / f"{safe_name(name)}.lock", blocking=blocking)
 
-    def files(self, name: str) -> list[Path]:
-        folder = self.dataset_dir(name)
-        return sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
-
-    def _ensure_writable(self) -> None:
+    def _writable(self) -> None:
+        if self.as_of is not None:
+            raise LakeError(f"{self!r} is a past version of the lake and cannot be written")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LakeError(f"cannot create lake folder {self.path}: {exc.strerror}") from exc
         if not os.access(self.path, os.W_OK):
-            raise LakeError(f"lake folder {self.path} is not writable")
+            raise LakeError(f"lake folder {self.path} is not writable (read-only)")
 
-    def lock(self, name: str, *, blocking: bool = True):
-        """Advisory lock ``LAKE/_locks/<name>.lock`` (used to serialise writers of one image)."""
-        return file_lock(self.path / "_locks" / f"{safe_name(name)}.lock", blocking=blocking)
+    def init(self) -> None:
+        """Create the lake's base tables (empty) if they do not exist yet."""
+        self._writable()
+        for name, ds in DATASETS.items():
+            if not delta.exists(self.path, name):
+                delta.commit(self.path, name, pa.Table.from_pylist([], schema=ds.schema), mode="append",
+                             partition_by=[ds.partition] if ds.partition else None, operation="init",
+                             configuration=CDF if name in ("images", "photometry") else None)
 
-    # ---------------------------------------------------------------- writes
     def commit_image(self, image: dict[str, Any], photometry: pa.Table) -> str:
-        """Write one image's photometry and its ``images`` row atomically; replaces an earlier ingest.
+        """Commit one image's photometry and its ``images`` row; replaces an earlier measurement of it.
 
-        ``image`` holds the IMAGES_SCHEMA fields (ingest_id, ingested_at, n_sources are filled in).
-        Returns the new ingest_id.
+        Two Delta transactions, photometry first: each replaces exactly that image's rows (replace-where on
+        image_id), so readers see the image's old rows or its new rows, never a mix or both. ``image`` holds
+        the IMAGES_SCHEMA fields (ingest_id, ingested_at, n_sources and night are filled in).
         """
-        self._ensure_writable()
-        image_id = image["image_id"]
-        ingest_id = new_ingest_id()
-        row = dict(image, ingest_id=ingest_id, n_sources=photometry.num_rows,
-                   ingested_at=datetime.now(timezone.utc))
-        night = night_of(row["mjd"])
-        for name, value in {"image_id": image_id, "ingest_id": ingest_id}.items():
-            photometry = with_constant(photometry, name, value, PHOTOMETRY_SCHEMA)
-        for name, value in {"image_path": row.get("path"), "mjd": row["mjd"], "freq_hz": row.get("freq_hz")}.items():
-            photometry = with_constant(photometry, name, value, PHOTOMETRY_SCHEMA, replace=False)
-        phot = conform(photometry, PHOTOMETRY_SCHEMA)
-        fname = f"{image_id}~{ingest_id}.parquet"
-        with self.lock(f"image-{image_id}"):
-            try:
-                write_parquet_atomic(phot, self.dataset_dir("photometry") / f"night={night}" / fname,
-                                     sort_by="source_id")
-                write_parquet_atomic(conform(pa.Table.from_pylist([row]), IMAGES_SCHEMA),
-                                     self.dataset_dir("images") / f"night={night}" / fname)
-            except OSError as exc:
-                raise LakeError(f"writing image {image_id} to {self.path} failed: {exc}") from exc
-            self._remove_superseded(image_id, keep=ingest_id)
-        return ingest_id
+        images = pa.Table.from_pylist([image])
+        return self.commit_batch(images, photometry)
 
-    def commit_batch(self, images: pa.Table, photometry: pa.Table) -> str:
-        """Commit many images at once (bulk loads, compaction): per night one photometry file and one images
-        file sharing a new ingest_id. Earlier ingests of these images become invisible at once (the views
-        keep the newest ingest per image); their files are removed by ``eselake lake compact``."""
-        self._ensure_writable()
+    def commit_batch(self, images: pa.Table, photometry: pa.Table, *, operation: str = "ingest") -> str:
+        """Commit many images at once (one transaction per table): photometry rows, then the images rows.
+        Images already in the lake are replaced (their rows, in whatever night they were)."""
+        self._writable()
         ingest_id = new_ingest_id()
         now = datetime.now(timezone.utc)
-        counts = {}
+        ids = images.column("image_id").to_pylist()
+        if len(set(ids)) != len(ids):
+            raise EselakeError("a batch names the same image twice")
+        mjd = images.column("mjd").to_numpy(zero_copy_only=False).astype(float)
+        night = dict(zip(ids, nights_of(mjd)))
+        counts: dict[str, int] = {}
         if photometry.num_rows:
-            ids, n = np.unique(np.asarray(photometry.column("image_id").to_pylist(), dtype=object),
-                               return_counts=True)
-            counts = dict(zip(ids.tolist(), n.tolist()))
-        img = images.to_pylist()
-        nights = [night_of(r["mjd"]) for r in img]
-        night_of_image = {r["image_id"]: nt for r, nt in zip(img, nights)}
-        rows = [dict(r, ingest_id=ingest_id, ingested_at=now, n_sources=counts.get(r["image_id"], 0)) for r in img]
-        phot_nights = np.array([night_of_image[i] for i in photometry.column("image_id").to_pylist()], dtype=object)
-        phot = conform(with_constant(photometry, "ingest_id", ingest_id, PHOTOMETRY_SCHEMA), PHOTOMETRY_SCHEMA)
-        fname = f"batch-{ingest_id}.parquet"
-        try:
-            for night in sorted(set(nights)):
-                write_parquet_atomic(phot.filter(pa.array(phot_nights == night)),
-                                     self.dataset_dir("photometry") / f"night={night}" / fname, sort_by="source_id")
-            for night in sorted(set(nights)):          # images rows last: they are the commit markers
-                night_rows = [r for r, nt in zip(rows, nights) if nt == night]
-                write_parquet_atomic(conform(pa.Table.from_pylist(night_rows), IMAGES_SCHEMA),
-                                     self.dataset_dir("images") / f"night={night}" / fname)
-        except OSError as exc:
-            raise LakeError(f"writing to {self.path} failed: {exc}") from exc
+            u, n = np.unique(np.asarray(photometry.column("image_id").to_pylist(), dtype=object), return_counts=True)
+            counts = dict(zip(u.tolist(), n.tolist()))
+            unknown = set(counts) - set(ids)
+            if unknown:
+                raise EselakeError(f"photometry rows of {len(unknown)} image(s) without an images row")
+        phot = with_constant(photometry, "ingest_id", ingest_id, PHOTOMETRY_SCHEMA)
+        phot_ids = phot.column("image_id").to_pylist()
+        if "night" in phot.column_names:
+            phot = phot.drop_columns(["night"])
+        phot = phot.append_column("night", pa.array([night[i] for i in phot_ids], pa.string()))
+        phot = conform(phot, PHOTOMETRY_SCHEMA)
+        phot = phot.take(pc.sort_indices(phot, [("night", "ascending"), ("source_id", "ascending")]))
+        img = images
+        for name, value in (("ingest_id", ingest_id), ("ingested_at", now)):
+            img = with_constant(img, name, value, IMAGES_SCHEMA)
+        img = img.drop_columns([c for c in ("n_sources", "night") if c in img.column_names])
+        img = img.append_column("n_sources", pa.array([counts.get(i, 0) for i in ids], pa.int32()))
+        img = img.append_column("night", pa.array([night[i] for i in ids], pa.string()))
+        img = conform(img, IMAGES_SCHEMA)
+
+        old_nights = self._nights_of_images(ids)
+        info = {"ingest_id": ingest_id, "images": len(ids), "rows": phot.num_rows}
+        if len(ids) <= 20:
+            info["image_ids"] = ids
+        for table, name in ((phot, "photometry"), (img, "images")):
+            if not old_nights:
+                delta.commit(self.path, name, table, mode="append", partition_by=["night"],
+                             operation=operation, info=info, configuration=CDF)
+            else:
+                nights = set(night.values()) | set(old_nights)
+                pred = f"{delta.in_list('night', nights)} AND {delta.in_list('image_id', ids)}"
+                delta.commit(self.path, name, table, mode="overwrite", predicate=pred, partition_by=["night"],
+                             operation=operation, info=info)
         return ingest_id
 
-    def _remove_superseded(self, image_id: str, keep: str) -> None:
-        for ds in ("images", "photometry"):
-            for f in self.dataset_dir(ds).glob(f"night=*/{image_id}~*.parquet"):
-                if not f.name.endswith(f"~{keep}.parquet"):
-                    f.unlink(missing_ok=True)
+    def _nights_of_images(self, ids: list[str]) -> list[str]:
+        """Nights in which any of ``ids`` is committed now (to replace their rows wherever they are)."""
+        dt = delta.open_table(self.path, "images")
+        if dt is None:
+            return []
+        cols = ["image_id", "night"]
+        found = dt.to_pyarrow_table(columns=cols) if len(ids) > 500 else dt.to_pyarrow_table(
+            columns=cols, filters=[("image_id", "in", ids)])
+        if len(ids) > 500:
+            found = found.filter(pc.is_in(found.column("image_id"), pa.array(ids)))
+        # photometry may hold rows of an image whose images row was never committed (killed ingest)
+        pdt = delta.open_table(self.path, "photometry")
+        nights = set(found.column("night").to_pylist())
+        if pdt is not None and len(ids) <= 500:
+            orphan = pdt.to_pyarrow_table(columns=["night"], filters=[("image_id", "in", ids)])
+            nights |= set(orphan.column("night").to_pylist())
+        return sorted(n for n in nights if n)
+
+    def delete_images(self, image_ids: list[str]) -> int:
+        """Remove images and their photometry (photometry first, then the images rows). Returns images removed."""
+        self._writable()
+        nights = self._nights_of_images(image_ids)
+        if not nights:
+            return 0
+        pred = f"{delta.in_list('night', nights)} AND {delta.in_list('image_id', image_ids)}"
+        n = 0
+        for name in ("photometry", "images"):
+            dt = delta.open_table(self.path, name)
+            if dt is not None:
+                res = delta.run_retrying(self.path, name, lambda dt=dt: (dt.update_incremental(), dt.delete(pred))[1],
+                                         "delete")
+                if name == "images":
+                    n = int(res.get("num_deleted_rows", 0) or 0)
+        return n
 
     def committed_image(self, image_id: str) -> dict[str, Any] | None:
-        """The committed ``images`` row of ``image_id`` (newest ingest), or None."""
-        files = sorted(self.dataset_dir("images").glob(f"night=*/{image_id}~*.parquet"),
-                       key=lambda f: f.name)
-        for f in reversed(files):
-            try:
-                return pq.read_table(f).to_pylist()[0]
-            except (OSError, pa.ArrowInvalid):
-                continue
-        if not self.files("images"):
+        """The committed ``images`` row of ``image_id``, or None."""
+        dt = self.table("images")
+        if dt is None:
             return None
-        rows = self.sql("SELECT * FROM images WHERE image_id = ?", [image_id]).to_dicts()   # batch/compacted
+        rows = dt.to_pyarrow_table(filters=[("image_id", "=", image_id)]).to_pylist()
         return rows[0] if rows else None
 
-    def write_catalog(self, catalog: str, table: pa.Table) -> Path:
-        """Replace catalogue ``catalog``'s sources (one file per catalogue) atomically."""
-        self._ensure_writable()
-        folder = self.dataset_dir("catalog_sources") / f"catalog={safe_name(catalog.lower())}"
-        now = datetime.now(timezone.utc)
-        table = conform(table.append_column("loaded_at", pa.array([now] * table.num_rows,
-                                                                    CATALOG_SCHEMA.field("loaded_at").type))
-                        if "loaded_at" not in table.column_names else table, CATALOG_SCHEMA)
-        with self.lock(f"catalog-{catalog}"):
-            old = list(folder.glob("*.parquet")) if folder.is_dir() else []
-            out = write_parquet_atomic(table, folder / f"{new_ingest_id()}.parquet", sort_by="source_id")
-            for f in old:
-                f.unlink(missing_ok=True)
-        return out
+    def write_catalog(self, catalog: str, table: pa.Table) -> int:
+        """Replace catalogue ``catalog``'s sources in one transaction (readers see the old or the new list)."""
+        self._writable()
+        name = safe_name(catalog.lower())
+        if "loaded_at" not in table.column_names:
+            table = table.append_column("loaded_at", pa.array([datetime.now(timezone.utc)] * table.num_rows,
+                                                              CATALOG_SCHEMA.field("loaded_at").type))
+        table = with_constant(table, "catalog", name, CATALOG_SCHEMA)
+        table = conform(table, CATALOG_SCHEMA).sort_by("source_id")
+        mode, pred = ("overwrite", f"catalog = {delta.sql_literal(name)}") \
+            if delta.exists(self.path, "catalog_sources") else ("append", None)
+        return delta.commit(self.path, "catalog_sources", table, mode=mode, predicate=pred,
+                            partition_by=["catalog"], operation="catalog load",
+                            info={"catalog": name, "rows": table.num_rows})
 
-    def add_reviews(self, rows: Iterable[dict[str, Any]]) -> Path:
-        """Append review rows (source_id, status, notes, reviewer); never rewrites earlier reviews."""
-        self._ensure_writable()
+    def add_reviews(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Append review rows (source_id, status, notes, reviewer) in one transaction; never rewrites."""
+        self._writable()
         now = datetime.now(timezone.utc)
         rows = [dict(r, reviewed_at=r.get("reviewed_at") or now) for r in rows]
         table = conform(pa.Table.from_pylist(rows), REVIEWS_SCHEMA)
-        return write_parquet_atomic(table, self.dataset_dir("reviews") / f"{new_ingest_id()}.parquet")
+        return delta.commit(self.path, "reviews", table, mode="append", operation="review",
+                            info={"sources": sorted({r["source_id"] for r in rows})[:20]})
 
     # ---------------------------------------------------------------- info
     def info(self) -> pl.DataFrame:
-        """Rows and files per dataset (committed rows, as the views see them)."""
-        counts = self.sql("""
-            SELECT 'images' AS dataset, count(*) AS rows FROM images
-            UNION ALL SELECT 'photometry', count(*) FROM measurements
-            UNION ALL SELECT 'catalog_sources', count(*) FROM catalog_sources
-            UNION ALL SELECT 'reviews', count(*) FROM reviews_files""")
-        files = pl.DataFrame({"dataset": list(DATASETS),
-                              "files": [len(self.files(d)) for d in DATASETS],
-                              "bytes": [sum(f.stat().st_size for f in self.files(d)) for d in DATASETS]})
-        return counts.join(files, on="dataset", how="left")
+        """Per table: version, rows, files and bytes of the current snapshot; derived datasets with their
+        state (current / stale / missing)."""
+        from eselake.lake.derived import derived_state
 
-    def temp_files(self) -> list[Path]:
-        return sorted(self.path.rglob(f".*{TMP_SUFFIX}")) if self.path.is_dir() else []
+        out = []
+        for name in DATASETS:
+            dt = self.table(name)
+            out.append(_table_row(name, "base", dt, "-"))
+        state = derived_state(self)
+        for name in _connect.DERIVED_VIEWS:
+            dt = self.table(name)
+            out.append(_table_row(name, "derived", dt, state.get(name, "missing")))
+        return pl.DataFrame(out)
+
+
+def _table_row(name: str, kind: str, dt, state: str) -> dict:
+    if dt is None:
+        return {"table": name, "kind": kind, "version": None, "rows": 0, "files": 0, "bytes": 0, "state": state}
+    acts = pa.table(dt.get_add_actions(flatten=True))
+    n = acts.num_rows
+    rows = int(pc.sum(acts.column("num_records")).as_py() or 0) if n and "num_records" in acts.column_names else 0
+    size = int(pc.sum(acts.column("size_bytes")).as_py() or 0) if n else 0
+    return {"table": name, "kind": kind, "version": dt.version(), "rows": rows, "files": n, "bytes": size,
+            "state": state}
+

@@ -1,14 +1,15 @@
-"""Lake layout: datasets, their Arrow schemas, partitions and file names.
+"""Lake layout: the Delta tables of a lake, their Arrow schemas and partition columns, and image identity.
 
-A lake is one folder::
+A lake is one folder of Delta Lake tables (each ``LAKE/<table>/`` with its ``_delta_log/``)::
 
-    LAKE/images/night=YYYY-MM-DD/<image_id>~<ingest_id>.parquet      one row per ingested image
-    LAKE/photometry/night=YYYY-MM-DD/<image_id>~<ingest_id>.parquet  one row per source per image
-    LAKE/catalog_sources/catalog=<name>/<load_id>.parquet            catalogue sources
-    LAKE/reviews/<review_id>.parquet                                  append-only candidate reviews
+    images            one row per measured image (partitioned by night)
+    photometry        one row per source per image (partitioned by night)
+    catalog_sources   NVSS, FIRST, VLASS, RACS, source lists (partitioned by catalog)
+    reviews           append-only candidate reviews
+    derived/<name>    datasets computed from the above and kept current by ``eselake refresh``
 
-``night`` is the UTC date of the observation mid-time. Files are immutable: a re-ingest writes new files
-under a new ``ingest_id`` and the ``images`` row is the commit marker (see ``eselake.lake.write``).
+``night`` is the UTC date of the observation mid-time (= floor(MJD) as a date). An image is identified by
+its observation (``observation_id``), so measuring it again from any folder replaces its rows.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from astropy.time import Time
 
@@ -44,6 +46,7 @@ IMAGES_SCHEMA = pa.schema([
     ("file_mtime", pa.float64()),
     ("ingested_at", UTC_TS),
     ("pipeline_version", pa.string()),
+    ("night", pa.string()),                # partition: UTC date of mjd, YYYY-MM-DD
 ])
 
 PHOTOMETRY_SCHEMA = pa.schema([
@@ -65,6 +68,7 @@ PHOTOMETRY_SCHEMA = pa.schema([
     ("catalog_flux_mjy", pa.float64()),
     ("sep_from_center_deg", pa.float64()),
     ("freq_hz", pa.float64()),
+    ("night", pa.string()),                # partition: UTC date of mjd, YYYY-MM-DD
 ])
 
 CATALOG_SCHEMA = pa.schema([
@@ -78,6 +82,7 @@ CATALOG_SCHEMA = pa.schema([
     ("minor_arcsec", pa.float64()),
     ("pa_deg", pa.float64()),
     ("loaded_at", UTC_TS),
+    ("catalog", pa.string()),              # partition: catalogue name (nvss, first, ...)
 ])
 
 REVIEWS_SCHEMA = pa.schema([
@@ -93,7 +98,7 @@ REVIEWS_SCHEMA = pa.schema([
 class Dataset:
     name: str
     schema: pa.Schema
-    partition: str | None      # hive partition column (VARCHAR), or None
+    partition: str | None      # Delta partition column (VARCHAR), or None
 
 
 DATASETS = {
@@ -103,13 +108,22 @@ DATASETS = {
     "reviews": Dataset("reviews", REVIEWS_SCHEMA, None),
 }
 
+_MJD0 = np.datetime64("1858-11-17", "D")
+
+
+def nights_of(mjd) -> np.ndarray:
+    """Partition values for many MJDs at once: UTC dates as YYYY-MM-DD strings."""
+    days = np.floor(np.asarray(mjd, dtype=float)).astype("int64")
+    return np.datetime_as_string(_MJD0 + days, unit="D").astype(object)
+
+
 TMP_SUFFIX = ".tmp"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def night_of(mjd: float) -> str:
     """Partition value: UTC date (YYYY-MM-DD) of an MJD."""
-    return Time(mjd, format="mjd", scale="utc").to_datetime().strftime("%Y-%m-%d")
+    return str(nights_of([mjd])[0])
 
 
 def observation_id(telescope: str | None, ra_deg: float, dec_deg: float, mjd: float,

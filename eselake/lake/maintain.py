@@ -1,30 +1,37 @@
-"""Lake maintenance: ``check`` (leftovers of interrupted writes, unreadable files, duplicate committed rows)
-and ``compact`` (one sorted file per night, atomically, without changing any query result)."""
+"""Lake maintenance, all through the Delta log: ``check`` (unreferenced files, referenced files missing,
+unreadable or of the wrong schema, duplicate rows and observations), ``fix`` (remove unreferenced files past a
+grace period), ``compact`` (Delta OPTIMIZE: photometry clustered by source_id), ``vacuum``, ``history`` and
+``upgrade`` (a lake of eselake 0.1's hand-written layout to Delta tables)."""
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from eselake.lake.connect import sql_str
-from eselake.lake.lake import fetch_arrow
-from eselake.lake.layout import DATASETS, IMAGES_SCHEMA, PHOTOMETRY_SCHEMA, new_ingest_id
-from eselake.lake.write import conform, with_constant, write_parquet_atomic
+from eselake.errors import EselakeError, LakeError
+from eselake.lake import delta
+from eselake.lake.connect import DERIVED_VIEWS
+from eselake.lake.layout import DATASETS
+
+GRACE_S = 3600.0             # unreferenced files younger than this may belong to a commit in progress
 
 
 @dataclass
 class Finding:
-    severity: str          # error: the lake is damaged | leftover: harmless residue of an interrupted write
+    severity: str          # error: data a reader sees wrongly or not at all | leftover: harmless residue
     kind: str
     path: str
     detail: str
 
 
-def _sql_list(paths) -> str:
-    return ", ".join(sql_str(str(p)) for p in paths)
+def _all_tables(lake) -> list[tuple[str, Path]]:
+    return [(n, lake.table_root(n)) for n in list(DATASETS) + list(DERIVED_VIEWS)]
 
 
 def _age_s(path: Path) -> float:
@@ -34,110 +41,252 @@ def _age_s(path: Path) -> float:
         return 0.0
 
 
-def check(lake) -> list[Finding]:
-    """Everything unusual in the lake. Errors mean data a reader would see wrongly or not at all."""
+def _data_files(folder: Path) -> list[Path]:
+    """Every Parquet file under a table folder, outside its _delta_log (by walking, never by glob)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if d != "_delta_log"]
+        out += [Path(dirpath) / f for f in filenames if f.endswith(".parquet")]
+    return out
+
+
+def check(lake, *, deep: bool = True) -> list[Finding]:
+    """Everything unusual in the lake, from the Delta logs. Errors mean data a reader would see wrongly or
+    not at all; leftovers are files no version references (a failed or concurrent commit, stray copies)."""
     out: list[Finding] = []
-    if not lake.path.exists():
+    if not lake.path.is_dir():
+        return [Finding("error", "no lake", str(lake.path), "the folder does not exist")]
+    legacy = [p for p in (lake.path / "images", lake.path / "photometry") if p.is_dir()
+              and not (p / "_delta_log").is_dir()]
+    if legacy:
+        out.append(Finding("error", "old layout", str(lake.path),
+                           "a lake of eselake 0.1 (no Delta log): run `eselake lake upgrade`"))
         return out
-    for tmp in lake.temp_files():
-        out.append(Finding("leftover", "temp file", str(tmp), f"unfinished write, {_age_s(tmp):.0f} s old"))
-    for name, ds in DATASETS.items():
-        for f in lake.files(name):
-            try:
-                schema = pq.read_schema(f)
-                pq.read_metadata(f)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding
-                out.append(Finding("error", "unreadable file", str(f), f"{type(exc).__name__}: {exc}"))
+    for name, root in _all_tables(lake):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        dt = delta.open_table(root, name)
+        if dt is None:
+            out.append(Finding("error", "no log", str(folder), "a table folder without a readable _delta_log"))
+            continue
+        referenced = {str(Path(u)) for u in dt.file_uris()}
+        expected = DATASETS[name].schema if name in DATASETS else None
+        for f in sorted(referenced):
+            p = Path(f)
+            if not p.exists():
+                out.append(Finding("error", "missing file", f, f"table {name} v{dt.version()} references it"))
                 continue
-            missing = [fld.name for fld in ds.schema if fld.name not in schema.names]
-            if missing:
-                out.append(Finding("error", "schema", str(f), f"missing columns {missing}"))
+            if not deep:
+                continue
+            try:
+                schema = pq.read_schema(p)
+                pq.read_metadata(p)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding
+                out.append(Finding("error", "unreadable file", f, f"{type(exc).__name__}: {exc}"))
+                continue
+            if expected is not None:
+                part = DATASETS[name].partition
+                bad = [fld.name for fld in expected if fld.name != part and (
+                    fld.name not in schema.names or not _compatible(schema.field(fld.name).type, fld.type))]
+                if bad:
+                    out.append(Finding("error", "schema", f, f"columns missing or of the wrong type: {bad}"))
+        for p in _data_files(folder):
+            if str(p) not in referenced:
+                out.append(Finding("leftover", "unreferenced file", str(p),
+                                   f"not in table {name} v{dt.version()} ({_age_s(p):.0f} s old; invisible)"))
     if any(f.severity == "error" for f in out):
-        return out          # the queries below would fail on unreadable files
-    con = lake.connect()
+        return out
+    out += _check_rows(lake)
+    return out
+
+
+def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
+    if actual == expected:
+        return True
+    if pa.types.is_string(expected) and (pa.types.is_large_string(actual) or pa.types.is_string_view(actual)):
+        return True
+    return pa.types.is_timestamp(expected) and pa.types.is_timestamp(actual)
+
+
+def _check_rows(lake) -> list[Finding]:
+    out: list[Finding] = []
+    if not delta.exists(lake.path, "images"):
+        return out
+    con = lake.connect(derived=False)
     try:
-        phot_glob = sql_str(str(lake.dataset_dir("photometry")) + "/**/*.parquet")
-        img_glob = sql_str(str(lake.dataset_dir("images")) + "/**/*.parquet")
-        if lake.files("photometry"):
-            rows = con.execute(f"""
-                WITH f AS (SELECT filename, image_id, ingest_id, count(*) AS n
-                           FROM read_parquet({phot_glob}, filename = true) GROUP BY ALL)
-                SELECT f.filename, count(*) FILTER (WHERE i.image_id IS NULL) AS stale, count(*) AS parts,
-                       sum(f.n) AS n
-                FROM f LEFT JOIN images i ON i.image_id = f.image_id AND i.ingest_id = f.ingest_id
-                GROUP BY f.filename HAVING count(*) FILTER (WHERE i.image_id IS NULL) = count(*)""").fetchall()
-            for filename, _, _, n in rows:
-                out.append(Finding("leftover", "unreferenced photometry", filename,
-                                   f"{n} rows of an unfinished or superseded ingest (invisible to queries)"))
-            dup = con.execute("""SELECT source_id, image_id, count(*) AS n FROM measurements
-                                 GROUP BY source_id, image_id HAVING count(*) > 1 LIMIT 20""").fetchall()
-            for sid, iid, n in dup:
-                out.append(Finding("error", "duplicate rows", iid, f"source {sid} appears {n} times"))
-        if lake.files("images"):
-            rows = con.execute(f"""
-                WITH f AS (SELECT filename, image_id, ingest_id FROM read_parquet({img_glob}, filename = true))
-                SELECT f.filename, count(*) FROM f LEFT JOIN images i USING (image_id, ingest_id)
-                GROUP BY f.filename HAVING count(*) FILTER (WHERE i.image_id IS NULL) = count(*)""").fetchall()
-            for filename, n in rows:
-                out.append(Finding("leftover", "superseded images", filename, f"{n} rows of earlier ingests"))
+        for iid, n in con.execute("""SELECT image_id, count(*) FROM images_files GROUP BY image_id
+                                     HAVING count(*) > 1 LIMIT 20""").fetchall():
+            out.append(Finding("error", "duplicate image rows", iid, f"{n} rows in images"))
+        for sid, iid, n in con.execute("""SELECT source_id, image_id, count(*) FROM photometry_files
+                                          GROUP BY ALL HAVING count(*) > 1 LIMIT 20""").fetchall():
+            out.append(Finding("error", "duplicate rows", iid, f"source {sid} appears {n} times"))
+        for iid, n in con.execute("""SELECT p.image_id, count(*) FROM photometry_files p ANTI JOIN images_files i
+                                     USING (image_id) GROUP BY ALL LIMIT 20""").fetchall():
+            out.append(Finding("error", "photometry without image", iid,
+                               f"{n} rows of an interrupted first measurement (invisible): measure it again, or "
+                               "`lake check --fix` removes them"))
+        for iid, want, got in con.execute("""
+                SELECT i.image_id, i.n_sources, count(p.source_id) FROM images_files i
+                LEFT JOIN photometry_files p USING (image_id) GROUP BY ALL
+                HAVING count(p.source_id) <> i.n_sources LIMIT 20""").fetchall():
+            out.append(Finding("error", "row count", iid, f"images says {want} sources, photometry holds {got}"))
+        # two image ids that are one observation (ids from file paths in lakes of eselake 0.1, or copies)
+        for a, b, tel in con.execute("""
+                SELECT a.image_id, b.image_id, a.kind FROM images_files a JOIN images_files b
+                  ON a.image_id < b.image_id AND abs(a.mjd - b.mjd) < 1.0 / 86400
+                 AND abs(a.ra_center_deg - b.ra_center_deg) < 1.0 / 3600
+                 AND abs(a.dec_center_deg - b.dec_center_deg) < 1.0 / 3600
+                 AND coalesce(abs(a.freq_hz - b.freq_hz) < 1e3, a.freq_hz IS NULL AND b.freq_hz IS NULL)
+                 AND a.kind = b.kind LIMIT 20""").fetchall():
+            out.append(Finding("error", "duplicate observation", f"{a} = {b}",
+                               f"two {tel}s of one observation (same centre, time and frequency): their sources "
+                               "are counted twice; remove one with `eselake lake delete-image`"))
     finally:
         con.close()
     return out
 
 
-def fix(lake, findings: list[Finding], min_age_s: float = 3600.0) -> list[str]:
-    """Remove leftovers older than ``min_age_s`` (younger ones may belong to a write in progress)."""
+def fix(lake, findings: list[Finding], min_age_s: float = GRACE_S) -> list[str]:
+    """Remove what ``check`` found fixable: unreferenced files older than ``min_age_s`` (younger ones may
+    belong to a commit in progress) and photometry rows of images never committed. Referenced data files are
+    never touched."""
     removed = []
     for f in findings:
-        if f.severity != "leftover":
-            continue
-        p = Path(f.path)
-        if p.exists() and _age_s(p) >= min_age_s:
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
+        if f.kind == "unreferenced file":
+            p = Path(f.path)
+            if p.exists() and _age_s(p) >= min_age_s:
                 p.unlink(missing_ok=True)
-            removed.append(str(p))
+                removed.append(str(p))
+        elif f.kind == "photometry without image":
+            dt = delta.open_table(lake.path, "photometry")
+            delta.run_retrying(lake.path, "photometry",
+                               lambda: dt.delete(f"image_id = {delta.sql_literal(f.path)}"), "delete")
+            removed.append(f"photometry rows of {f.path}")
     return removed
 
 
-def compact(lake, nights: list[str] | None = None) -> dict[str, int]:
-    """Rewrite each night's committed photometry as one file sorted by source_id (row groups with min/max
-    statistics make single-source queries skip most of it) and its images as one file.
+def compact(lake, *, target_mb: int = 256) -> dict[str, dict]:
+    """Delta OPTIMIZE of every table: small files merged; photometry and the daily lightcurves Z-ordered by
+    source_id so one source's rows sit in few row groups. A transaction like any other: concurrent commits
+    are never lost (a conflict is retried on the newer snapshot). Returns per table files removed/added."""
+    lake._writable()
+    done = {}
+    for name, root in _all_tables(lake):
+        dt = delta.open_table(root, name)
+        if dt is None:
+            continue
+        n_files = len(dt.file_uris())
+        if n_files <= 1:
+            continue
 
-    Atomic for readers: the new photometry file is written first under a new ingest_id, then the images file
-    with that ingest_id (the commit point), then the old files are removed. Images re-ingested meanwhile stay
-    with their newer ingest. Returns rows compacted per night.
-    """
-    done: dict[str, int] = {}
-    phot_dir, img_dir = lake.dataset_dir("photometry"), lake.dataset_dir("images")
-    all_nights = sorted(p.name.split("=", 1)[1] for p in img_dir.glob("night=*")) if img_dir.is_dir() else []
-    for night in (nights or all_nights):
-        with lake.lock(f"compact-{night}"):
-            old_phot = sorted((phot_dir / f"night={night}").glob("*.parquet"))
-            old_img = sorted((img_dir / f"night={night}").glob("*.parquet"))
-            if len(old_phot) <= 1 and len(old_img) <= 1:
-                continue
-            con = lake.connect()
-            try:
-                images = fetch_arrow(con, f"""
-                    SELECT * EXCLUDE (rn) FROM (
-                        SELECT *, row_number() OVER (PARTITION BY image_id ORDER BY ingest_id DESC) AS rn
-                        FROM read_parquet([{_sql_list(old_img)}])) WHERE rn = 1""")
-                con.register("night_images", images)
-                phot = fetch_arrow(con, f"""
-                    SELECT p.* FROM read_parquet([{_sql_list(old_phot)}]) p
-                    JOIN night_images i ON p.image_id = i.image_id AND p.ingest_id = i.ingest_id
-                    ORDER BY p.source_id, p.mjd""")
-            finally:
-                con.close()
-            cid = new_ingest_id()
-            name = f"compact-{cid}.parquet"
-            phot = conform(with_constant(phot, "ingest_id", cid, PHOTOMETRY_SCHEMA), PHOTOMETRY_SCHEMA)
-            images = conform(with_constant(images, "ingest_id", cid, IMAGES_SCHEMA), IMAGES_SCHEMA)
-            write_parquet_atomic(phot, phot_dir / f"night={night}" / name)
-            write_parquet_atomic(images, img_dir / f"night={night}" / name)
-            for p in old_phot + old_img:
-                p.unlink(missing_ok=True)
-            done[night] = phot.num_rows
+        def run(dt=dt, name=name):
+            dt.update_incremental()
+            if name in ("photometry", "daily_lightcurves"):
+                return dt.optimize.z_order(["source_id"], target_size=target_mb << 20,
+                                           max_spill_size=2 << 30, writer_properties=delta.WRITER)
+            return dt.optimize.compact(target_size=target_mb << 20, writer_properties=delta.WRITER)
+
+        metrics = delta.run_retrying(root, name, run, "compaction")
+        if metrics.get("numFilesRemoved"):
+            done[name] = {"removed": metrics.get("numFilesRemoved", 0), "added": metrics.get("numFilesAdded", 0)}
     return done
+
+
+def vacuum(lake, *, retention_hours: float = 168.0, dry_run: bool = False) -> dict[str, int]:
+    """Delete files no version within ``retention_hours`` needs (time travel further back ends there)."""
+    lake._writable()
+    out = {}
+    for name, root in _all_tables(lake):
+        dt = delta.open_table(root, name)
+        if dt is None:
+            continue
+        files = delta.run_retrying(root, name, lambda dt=dt: dt.vacuum(
+            retention_hours=int(retention_hours), dry_run=dry_run, enforce_retention_duration=False), "vacuum")
+        if files:
+            out[name] = len(files)
+    return out
+
+
+def history(lake, limit: int = 50) -> list[dict]:
+    """Versions of every table, newest first: time, table, version, operation and what eselake recorded."""
+    rows = []
+    for name, root in _all_tables(lake):
+        dt = delta.open_table(root, name)
+        if dt is None:
+            continue
+        for h in dt.history(limit):
+            info = h.get("eselake.info")
+            rows.append({
+                "time": datetime.fromtimestamp(h.get("timestamp", 0) / 1000.0, tz=timezone.utc),
+                "table": name, "version": h.get("version"),
+                "operation": h.get("eselake.operation") or h.get("operation", "").lower(),
+                "rows_added": (h.get("operationMetrics") or {}).get("num_added_rows"),
+                "detail": info if isinstance(info, str) else "",
+            })
+    rows.sort(key=lambda r: (r["time"], r["table"]), reverse=True)
+    return rows[:limit]
+
+
+def upgrade(lake) -> dict[str, int]:
+    """Convert a lake of eselake 0.1 (Parquet files under night=/catalog= folders, images rows as commit
+    markers) to Delta tables. The old files stay where they are, readable, until every new table's log has
+    committed; then they move to ``LAKE/_old_layout/`` (delete it when satisfied). Returns rows converted."""
+    import duckdb
+
+    from eselake.lake.connect import glob_escape
+    from eselake.offline import DUCKDB_CONFIG
+
+    lake._writable()
+    base = lake.path
+    if all(delta.exists(base, n) for n in ("images", "photometry")):
+        raise EselakeError(f"{base} is already a Delta lake")
+    old = {n: sorted(p for p in (base / n).rglob("*.parquet")) if (base / n).is_dir() else []
+           for n in DATASETS}
+    if not old["images"] and not old["catalog_sources"]:
+        raise EselakeError(f"{base} holds no lake of the old layout")
+    staging = base / "_upgrade"
+    if staging.exists():
+        shutil.rmtree(staging)
+    con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
+    counts = {}
+    try:
+        def read(name, query):
+            con.execute("SET VARIABLE f = ?", [[glob_escape(str(p)) for p in old[name]]])
+            return con.sql(query).to_arrow_table()
+        tables = {}
+        if old["images"]:
+            tables["images"] = read("images", """
+                SELECT * EXCLUDE (rn) FROM (SELECT *, row_number() OVER (PARTITION BY image_id ORDER BY ingest_id DESC)
+                AS rn FROM read_parquet(getvariable('f'), hive_partitioning = true, union_by_name = true)) WHERE rn = 1""")
+            con.register("imgs", tables["images"])
+            tables["photometry"] = read("photometry", """
+                SELECT p.* FROM read_parquet(getvariable('f'), hive_partitioning = true, union_by_name = true) p
+                JOIN imgs i ON p.image_id = i.image_id AND p.ingest_id = i.ingest_id""")
+        if old["catalog_sources"]:
+            tables["catalog_sources"] = read("catalog_sources", """SELECT * FROM read_parquet(getvariable('f'),
+                hive_partitioning = true, union_by_name = true)""")
+        if old["reviews"]:
+            tables["reviews"] = read("reviews", "SELECT * FROM read_parquet(getvariable('f'), union_by_name = true)")
+    finally:
+        con.close()
+    from eselake.lake.lake import CDF
+    from eselake.lake.write import conform
+
+    for name, table in tables.items():
+        ds = DATASETS[name]
+        t = conform(table, ds.schema)
+        delta.commit(staging, name, t, mode="append", partition_by=[ds.partition] if ds.partition else None,
+                     operation="upgrade", info={"rows": t.num_rows},
+                     configuration=CDF if name in ("images", "photometry") else None)
+        counts[name] = t.num_rows
+    # every new log has committed: swap folders (old files kept aside)
+    aside = base / "_old_layout"
+    aside.mkdir(exist_ok=True)
+    for name in DATASETS:
+        if (base / name).exists():
+            os.replace(base / name, aside / name)
+        if (staging / name).exists():
+            os.replace(staging / name, base / name)
+    shutil.rmtree(staging, ignore_errors=True)
+    return counts

@@ -1,7 +1,8 @@
 -- view: image_gains
--- version: 1
+-- version: 2
 -- Ensemble normalisation, one row per image: the gain correction shared by all sources of the image
--- (calibration errors), measured on the reference sources of source_baselines.
+-- (calibration errors), measured on the reference sources of reference_baselines_current (frozen between
+-- full refreshes).
 --   ratio r = peak / baseline for each reference in the image; med = median(r), mad = median |r - med|;
 --   references with |r - med| > 3 * 1.4826 * mad are clipped; gain = median of the kept ratios;
 --   gain_err = 1.2533 * 1.4826 * MAD(kept) / sqrt(n_refs) (standard error of a median).
@@ -10,7 +11,7 @@
 CREATE OR REPLACE VIEW image_gains AS
 WITH r AS MATERIALIZED (
     SELECT m.image_id, CAST(m.peak_jyb AS DOUBLE) / b.baseline_jyb AS ratio
-    FROM measurements m JOIN source_baselines b USING (source_id)
+    FROM measurements m JOIN reference_baselines_current b USING (source_id)
     WHERE b.is_reference AND (m.flags & 15) = 0 AND isfinite(m.peak_jyb)
 ),
 med AS (
@@ -33,7 +34,7 @@ gerr AS (
     SELECT k.image_id, 1.2533 * 1.4826 * median(abs(k.ratio - g.gain)) / sqrt(g.n_refs) AS gain_err
     FROM kept k JOIN g USING (image_id) GROUP BY k.image_id, g.n_refs
 )
-SELECT i.image_id,
+SELECT i.image_id, i.ingest_id, i.night, i.mjd,
        coalesce(g.n_refs, 0) AS n_refs,
        CASE WHEN g.n_refs >= 3 THEN g.gain END AS gain,
        CASE WHEN g.n_refs >= 3 THEN gerr.gain_err END AS gain_err,

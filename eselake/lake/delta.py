@@ -1,0 +1,197 @@
+"""Delta Lake tables of a lake (delta-rs): opening snapshots, committing with retries, one-line errors.
+
+Every dataset of the lake is a Delta table in its own folder (``LAKE/<name>/`` with ``_delta_log/``). A commit
+is atomic; concurrent writers are serialised by the log (a conflicting commit is retried on the new
+snapshot); a reader sees exactly one committed version: the files listed by that version's log, never
+whatever else lies in the folder.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, DeltaProtocolError, TableNotFoundError
+
+from eselake.errors import LakeError
+
+ATTEMPTS = 30                  # commits retried after a conflicting concurrent commit
+ROW_GROUP_ROWS = 64 * 1024     # small row groups: a single-source lookup reads little of a sorted file
+WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed version of a table: its files (absolute paths) and version (-1: no table yet)."""
+    name: str
+    version: int
+    files: tuple[str, ...]
+    schema: pa.Schema | None
+    timestamp_ms: int | None = None
+    info: dict | None = None           # eselake's metadata of the newest commit (what a refresh recorded)
+
+
+def table_path(root: Path, name: str) -> Path:
+    return Path(root) / name
+
+
+def exists(root: Path, name: str) -> bool:
+    return (table_path(root, name) / "_delta_log").is_dir()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "no space left" in low:
+        return "the disk is full"
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS or "read-only file system" in low:
+        return "the file system is read-only"
+    if isinstance(exc, PermissionError) or "permission denied" in low:
+        return "permission denied"
+    return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+
+
+def open_table(root: Path, name: str, as_of: int | datetime | None = None) -> DeltaTable | None:
+    """The table ``name`` (at version/time ``as_of``), or None if the lake has no such table yet."""
+    path = table_path(root, name)
+    if not (path / "_delta_log").is_dir():
+        return None
+    try:
+        dt = DeltaTable(str(path))
+        if as_of is not None:
+            dt.load_as_version(as_of)
+        return dt
+    except TableNotFoundError:
+        return None
+    except (DeltaError, DeltaProtocolError, OSError) as exc:
+        if as_of is not None and ("not found" in str(exc).lower() or "version" in str(exc).lower()):
+            raise LakeError(f"table {name} of {root} has no version as of {as_of}: {_reason(exc)}") from exc
+        raise LakeError(f"cannot read table {name} of {root}: {_reason(exc)}") from exc
+
+
+def snapshot(dt: DeltaTable | None, name: str) -> Snapshot:
+    if dt is None:
+        return Snapshot(name, -1, (), None)
+    files = tuple(sorted(dt.file_uris()))
+    meta = dt.history(1)
+    ts = meta[0].get("timestamp") if meta else None
+    raw = meta[0].get("eselake.info") if meta else None
+    info = json.loads(raw) if isinstance(raw, str) else None
+    return Snapshot(name, dt.version(), files, pa.schema(dt.schema().to_arrow()), ts, info)
+
+
+def latest_version(root: Path, name: str) -> int:
+    """Newest committed version of a table from its log folder (cheap: one directory listing); -1 if none."""
+    log = table_path(root, name) / "_delta_log"
+    try:
+        names = [p.name for p in log.iterdir()]
+    except FileNotFoundError:
+        return -1
+    versions = [int(n[:20]) for n in names if n.endswith(".json") and n[:20].isdigit() and len(n) == 25]
+    if not versions:
+        # only a checkpoint left after log cleanup: ask delta-rs
+        dt = open_table(root, name)
+        return dt.version() if dt is not None else -1
+    return max(versions)
+
+
+def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predicate: str | None = None,
+           partition_by: Iterable[str] | None = None, operation: str = "write", info: dict | None = None,
+           schema_mode: str | None = None, configuration: dict | None = None) -> int:
+    """Commit ``data`` to table ``name`` in one transaction and return the new version.
+
+    ``mode='overwrite'`` with ``predicate`` replaces exactly the rows matching it (replace-where), atomically.
+    Conflicting concurrent commits are retried on the newer snapshot; I/O failures become one-line LakeErrors
+    (nothing is half-written: files of a failed commit are never referenced by the log).
+    """
+    path = table_path(root, name)
+    meta = {"eselake.operation": operation, "eselake.time": datetime.now(timezone.utc).isoformat()}
+    if info:
+        meta["eselake.info"] = json.dumps(info, default=str)
+    for attempt in range(ATTEMPTS):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            new = not (path / "_delta_log").is_dir()
+            write_deltalake(str(path), data, mode=mode, predicate=predicate if not new else None,
+                            partition_by=list(partition_by) if partition_by else None,
+                            schema_mode=schema_mode, writer_properties=WRITER,
+                            configuration=configuration if new else None,
+                            commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=5))
+            return latest_version(root, name)
+        except CommitFailedError:
+            if attempt == ATTEMPTS - 1:
+                raise LakeError(f"could not commit to table {name} of {root}: too many concurrent writers")
+            time.sleep(min(0.02 * (attempt + 1), 0.5) * (0.5 + random.random()))
+        except (DeltaError, DeltaProtocolError, OSError, pa.ArrowException) as exc:
+            if "schema" in str(exc).lower() and "mismatch" in str(exc).lower():
+                raise LakeError(f"table {name} of {root}: data does not match the table's schema "
+                                f"({_reason(exc)})") from exc
+            raise LakeError(f"writing table {name} of {root} failed: {_reason(exc)}") from exc
+    raise AssertionError("unreachable")
+
+
+DATA_PRESERVING = {"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"}
+
+
+def changed_since(root: Path, name: str, version: int, now: int) -> bool:
+    """True if a commit after ``version`` up to ``now`` changed the table's data (compaction and vacuum don't)."""
+    if now == version:
+        return False
+    if now < version or version < 0:
+        return True
+    dt = open_table(root, name)
+    if dt is None:
+        return True
+    ops = [h for h in dt.history(now - version + 5) if version < h.get("version", -1) <= now]
+    return len(ops) < now - version or any(h.get("operation") not in DATA_PRESERVING for h in ops)
+
+
+def run_retrying(root: Path, name: str, fn, what: str):
+    """Run a table operation (optimize, vacuum, delete) with the same conflict retries and error messages."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return fn()
+        except CommitFailedError:
+            if attempt == ATTEMPTS - 1:
+                raise LakeError(f"{what} of table {name} of {root}: too many concurrent writers")
+            time.sleep(min(0.05 * (attempt + 1), 1.0) * (0.5 + random.random()))
+        except (DeltaError, DeltaProtocolError, OSError) as exc:
+            raise LakeError(f"{what} of table {name} of {root} failed: {_reason(exc)}") from exc
+    raise AssertionError("unreachable")
+
+
+def sql_literal(value) -> str:
+    """A SQL literal for delta-rs predicates (strings quoted, quotes doubled)."""
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+def in_list(column: str, values: Iterable) -> str:
+    vals = sorted(set(values))
+    if not vals:
+        return "false"
+    return f"{column} IN ({', '.join(sql_literal(v) for v in vals)})"
+
+
+def commit_info(dt: DeltaTable, limit: int = 1) -> list[dict]:
+    """The newest ``limit`` commits of a table: version, timestamp, operation and eselake's own metadata."""
+    out = []
+    for h in dt.history(limit):
+        info = h.get("eselake.info")
+        out.append({"version": h.get("version"), "timestamp_ms": h.get("timestamp"),
+                    "operation": h.get("eselake.operation") or h.get("operation"),
+                    "delta_operation": h.get("operation"),
+                    "info": json.loads(info) if isinstance(info, str) else None})
+    return out

@@ -1,0 +1,398 @@
+"""Derived datasets: the results of the views, kept in the lake and refreshed incrementally.
+
+| derived table        | definition (view)            | refreshed                                             |
+| -------------------- | ---------------------------- | ----------------------------------------------------- |
+| reference_baselines  | source_baselines             | full refresh only (the frozen reference set)          |
+| image_gains          | image_gains                  | the nights of new, re-measured or removed images      |
+| daily_lightcurves    | daily_lightcurves            | the same nights (every bin of those nights, rebuilt)  |
+| source_stats         | variability_stats            | sources with a changed bin, merged from their bins    |
+| ese_search           | eselake.detection.search     | sources with a changed bin                            |
+| ese_candidates       | ese_search + source_stats    | whole (small)                                         |
+
+Each commit records the versions of the base tables (and of the reference baselines) it was computed from
+and the versions of the views that define it. A derived dataset is *current* when those equal the lake's
+now; queries read current derived data in place of the views and compute stale ones from the views.
+
+A full refresh re-derives the reference set (source_baselines) and everything else from scratch. An
+incremental refresh runs the same views over a sub-snapshot holding only the changed nights (an image's gain
+depends only on its own measurements and the frozen references; a daily bin only on its day's points), then
+merges each touched source's statistics from its daily sufficient statistics. A full refresh happens by
+itself when no reference set exists or the number of images has grown by FULL_REFRESH_GROWTH since the last.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from eselake.lake import delta
+from eselake.lake.connect import open_connection, view_versions
+
+FULL_REFRESH_GROWTH = 0.25          # a full refresh when images grew by 25% since the reference set was derived
+DERIVED = ("reference_baselines", "image_gains", "daily_lightcurves", "source_stats", "ese_search",
+           "ese_candidates")
+# views each derived dataset depends on (their versions are recorded; a new view version makes it stale)
+VIEWS_OF = {
+    "reference_baselines": ("source_baselines",),
+    "image_gains": ("image_gains", "measurements"),
+    "daily_lightcurves": ("daily_lightcurves", "lightcurve_points", "photometry", "image_gains"),
+    "source_stats": ("variability_stats", "daily_lightcurves"),
+    "ese_search": ("daily_lightcurves",),
+    "ese_candidates": ("daily_lightcurves", "variability_stats"),
+}
+PARTITION = {"image_gains": "night", "daily_lightcurves": "month"}
+
+SOURCE_STATS_FROM_DAILY = """
+-- variability_stats merged from the daily sufficient statistics of daily_in (same columns and meaning as the
+-- variability_stats view, which computes them from the points themselves)
+WITH agg AS (
+    SELECT source_id, CAST(sum(n_points) AS BIGINT) AS n_obs, min(first_mjd) AS first_mjd, max(last_mjd) AS last_mjd,
+           sum(sum_f) AS sf, sum(sum_ff) AS sff, sum(sum_w) AS sw, sum(sum_wf) AS swf, sum(sum_wff) AS swff,
+           min(min_f_mjy) AS min_flux_mjy, max(max_f_mjy) AS max_flux_mjy,
+           CAST(sum(n_unnormalized) AS BIGINT) AS n_unnormalized
+    FROM daily_in GROUP BY source_id
+),
+stats AS (
+    SELECT *, sf / n_obs AS mean_flux_mjy,
+           CASE WHEN n_obs > 1 THEN sqrt(greatest(sff - sf * sf / n_obs, 0.0) / (n_obs - 1)) END AS std_flux_mjy,
+           swf / sw AS wmean_flux_mjy, swff - swf * swf / sw AS chi2
+    FROM agg
+),
+pts AS (
+    SELECT source_id, unnest(extremes) AS x FROM daily_in
+),
+extremes AS MATERIALIZED (
+    SELECT source_id, x.image_id, x.mjd, x.f, x.e FROM (
+        SELECT source_id, unnest(list_distinct(list_concat(arg_min(x, x.f, 50), arg_max(x, x.f, 50)))) AS x
+        FROM pts GROUP BY source_id)
+),
+pairs AS (
+    SELECT a.source_id, (a.f - b.f) / sqrt(a.e * a.e + b.e * b.e) AS vs, 2.0 * (a.f - b.f) / (a.f + b.f) AS m
+    FROM extremes a JOIN extremes b
+      ON a.source_id = b.source_id AND (a.mjd < b.mjd OR (a.mjd = b.mjd AND a.image_id < b.image_id))
+),
+two_epoch AS (
+    SELECT source_id, max(abs(m)) FILTER (WHERE abs(vs) >= 4.3) AS vs_max_abs_m, max(abs(vs)) AS vs_max_abs
+    FROM pairs GROUP BY source_id
+)
+SELECT a.source_id, a.n_obs, a.first_mjd, a.last_mjd,
+       a.mean_flux_mjy, a.std_flux_mjy, a.min_flux_mjy, a.max_flux_mjy, a.wmean_flux_mjy,
+       CASE WHEN a.n_obs > 1 THEN greatest(a.chi2, 0.0) / (a.n_obs - 1) END AS chi2_nu,
+       CASE WHEN a.n_obs > 1 THEN a.n_obs / (a.n_obs - 1.0)
+            * (a.swff / a.n_obs - (a.swf / a.n_obs) * (a.swf / a.n_obs) / (a.sw / a.n_obs)) END AS eta_metric,
+       a.std_flux_mjy / nullif(a.mean_flux_mjy, 0) AS v_metric,
+       greatest(a.max_flux_mjy - a.mean_flux_mjy, a.mean_flux_mjy - a.min_flux_mjy)
+           / nullif(a.std_flux_mjy, 0) AS sigma_deviation,
+       t.vs_max_abs_m, t.vs_max_abs,
+       a.n_unnormalized
+FROM stats a LEFT JOIN two_epoch t USING (source_id)
+"""
+
+
+# ------------------------------------------------------------------------------------------ state
+def _wanted(snaps: dict, dsnaps: dict, name: str) -> dict:
+    vv = view_versions()
+    src = {"images": snaps["images"].version, "photometry": snaps["photometry"].version}
+    if name != "reference_baselines":
+        src["reference_baselines"] = dsnaps["reference_baselines"].version
+    return {"sources": src, "views": {v: vv.get(v) for v in VIEWS_OF[name]}}
+
+
+def _is_current(snaps, dsnaps, name: str, root=None) -> bool:
+    """Computed from the data the lake holds now: same view versions and references, and no commit since
+    that changed images or photometry (compaction and vacuum change files, not data)."""
+    s = dsnaps[name]
+    if s.version < 0 or not s.info:
+        return False
+    want = _wanted(snaps, dsnaps, name)
+    if s.info.get("views") != want["views"]:
+        return False
+    rec, now = s.info.get("sources", {}), want["sources"]
+    if rec.get("reference_baselines") != now.get("reference_baselines"):
+        return False
+    for table in ("images", "photometry"):
+        if rec.get(table) != now[table] and (root is None or delta.changed_since(
+                root, table, rec.get(table, -1), now[table])):
+            return False
+    return True
+
+
+def current_derived(lake, snaps: dict, dsnaps: dict) -> dict:
+    """The derived snapshots that are current (read in place of their views). In a lake opened ``as_of`` a
+    moment, the derived data of that moment are used as they were."""
+    names = ("image_gains", "daily_lightcurves", "source_stats", "ese_search", "ese_candidates")
+    if lake.as_of is not None:
+        return {n: dsnaps[n] for n in names if dsnaps[n].files}
+    return {n: dsnaps[n] for n in names if _is_current(snaps, dsnaps, n, lake.path)}
+
+
+def derived_state(lake) -> dict[str, str]:
+    """Per derived dataset: 'current', 'stale (N images since)', 'missing' or for the references 'frozen'."""
+    snaps, dsnaps = lake.snapshots(), lake.derived_snapshots()
+    out = {}
+    for name in DERIVED:
+        s = dsnaps[name]
+        if s.version < 0:
+            out[name] = "missing"
+        elif name == "reference_baselines":
+            n0 = (s.info or {}).get("n_images")
+            out[name] = f"frozen at images v{(s.info or {}).get('sources', {}).get('images')}" + \
+                (f" ({n0} images)" if n0 is not None else "")
+        else:
+            out[name] = "current" if _is_current(snaps, dsnaps, name, lake.path) else "stale: run `eselake refresh`"
+    return out
+
+
+# ------------------------------------------------------------------------------------------ refresh
+def _fetch(con, query: str, params=None) -> pa.Table:
+    from eselake.lake.lake import fetch_arrow
+
+    return fetch_arrow(con, query, params)
+
+
+def _commit(lake, name: str, table: pa.Table, info: dict, *, predicate: str | None = None,
+            full: bool = False) -> None:
+    part = PARTITION.get(name)
+    root = lake.table_root(name)
+    if full or not delta.exists(root, name):
+        delta.commit(root, name, table, mode="overwrite", partition_by=[part] if part else None,
+                     schema_mode="overwrite", operation="refresh full", info=info)
+    else:
+        delta.commit(root, name, table, mode="overwrite", predicate=predicate,
+                     partition_by=[part] if part else None, operation="refresh", info=info)
+
+
+def _with_month(daily: pa.Table) -> pa.Table:
+    days = daily.column("day").to_numpy(zero_copy_only=False).astype("int64")
+    months = np.datetime_as_string(np.datetime64("1858-11-17", "D") + days, unit="M").astype(object)
+    return daily.append_column("month", pa.array(months, pa.string()))
+
+
+def _files_of_nights(snap: delta.Snapshot, nights: set[str]) -> delta.Snapshot:
+    keep = tuple(f for f in snap.files if any(f"/night={n}/" in f for n in nights))
+    return replace(snap, files=keep)
+
+
+def _sub_connection(snaps, refs, nights: set[str]):
+    sub = dict(snaps)
+    for name in ("images", "photometry"):
+        sub[name] = _files_of_nights(snaps[name], nights)
+    return open_connection(sub, {"reference_baselines": refs} if refs.files else {})
+
+
+def refresh(lake, *, full: bool = False, progress: Callable[[str], None] | None = None) -> dict:
+    """Bring every derived dataset up to date with the lake; returns what was done (mode, images, sources,
+    seconds). Serialised by an advisory lock: concurrent refreshes wait for each other."""
+    say = progress or (lambda msg: None)
+    t0 = time.perf_counter()
+    lake._writable()
+    with lake.lock("refresh"):
+        snaps, dsnaps = lake.snapshots(), lake.derived_snapshots()
+        if snaps["images"].version < 0 or not snaps["images"].files:
+            return {"mode": "none", "images": 0, "sources": 0, "seconds": time.perf_counter() - t0}
+        con = open_connection(snaps, {})
+        try:
+            n_images = int(con.execute("SELECT count(*) FROM images").fetchone()[0])
+        finally:
+            con.close()
+        refs = dsnaps["reference_baselines"]
+        n0 = (refs.info or {}).get("n_images") or 0
+        if not full and _needs_full(snaps, dsnaps, n_images, n0):
+            full = True
+        if full:
+            return _refresh_full(lake, snaps, n_images, say, t0)
+        return _refresh_incremental(lake, snaps, dsnaps, say, t0)
+
+
+def _needs_full(snaps, dsnaps, n_images: int, n0: int) -> bool:
+    """No reference set yet, the survey grew by FULL_REFRESH_GROWTH since it was derived, a derived dataset is
+    missing or was computed with other references or other view versions (a killed full refresh, an upgrade)."""
+    refs = dsnaps["reference_baselines"]
+    if refs.version < 0 or n_images >= n0 * (1.0 + FULL_REFRESH_GROWTH) + 1:
+        return True
+    if (refs.info or {}).get("views") != _wanted(snaps, dsnaps, "reference_baselines")["views"]:
+        return True
+    names = ["image_gains", "daily_lightcurves", "source_stats"] + (["ese_search"] if _search_function() else [])
+    for name in names:
+        info = dsnaps[name].info
+        if dsnaps[name].version < 0 or not info:
+            return True
+        want = _wanted(snaps, dsnaps, name)
+        if info.get("views") != want["views"] or \
+                info.get("sources", {}).get("reference_baselines") != refs.version:
+            return True
+    return False
+
+
+def _record(lake, snaps, name: str, **extra) -> dict:
+    dsnaps = lake.derived_snapshots()
+    info = _wanted(snaps, dsnaps, name)
+    info.update(extra)
+    return info
+
+
+def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
+    say("full refresh: reference set")
+    con = open_connection(snaps, {})
+    try:
+        refs = _fetch(con, "SELECT * FROM source_baselines ORDER BY source_id")
+    finally:
+        con.close()
+    _commit(lake, "reference_baselines", refs, _record(lake, snaps, "reference_baselines", n_images=n_images),
+            full=True)
+    dsnaps = lake.derived_snapshots()
+    con = open_connection(snaps, {"reference_baselines": dsnaps["reference_baselines"]})
+    try:
+        say("full refresh: image gains")
+        gains = _fetch(con, "SELECT * FROM image_gains ORDER BY night, image_id")
+        say("full refresh: daily lightcurves")
+        con.execute("CREATE TEMP TABLE _gains AS SELECT * FROM image_gains")
+        con.execute("CREATE OR REPLACE VIEW image_gains_current AS SELECT * FROM _gains")
+        daily = _fetch(con, "SELECT * FROM daily_lightcurves ORDER BY source_id, day")
+    finally:
+        con.close()
+    _commit(lake, "daily_lightcurves", _with_month(daily), _record(lake, snaps, "daily_lightcurves"), full=True)
+    sources = _refresh_sources(lake, snaps, None, say, full=True)
+    _commit(lake, "image_gains", gains, _record(lake, snaps, "image_gains"), full=True)
+    return {"mode": "full", "images": n_images, "sources": sources, "seconds": time.perf_counter() - t0}
+
+
+def _refresh_incremental(lake, snaps, dsnaps, say, t0) -> dict:
+    con = open_connection(snaps, {})
+    try:
+        now = _fetch(con, "SELECT image_id, ingest_id, night FROM images")
+    finally:
+        con.close()
+    old = pa.table({"image_id": [], "ingest_id": [], "night": []}, schema=now.schema)
+    if dsnaps["image_gains"].version >= 0:
+        old = delta.open_table(lake.table_root("image_gains"), "image_gains").to_pyarrow_table(
+            columns=["image_id", "ingest_id", "night"]).cast(now.schema)
+    a, b = pl.from_arrow(now), pl.from_arrow(old)
+    changed = a.join(b, on=["image_id", "ingest_id", "night"], how="anti")
+    removed = b.join(a, on=["image_id", "ingest_id", "night"], how="anti")
+    nights = set(changed["night"].to_list()) | set(removed["night"].to_list())
+    nights |= _changed_nights(lake, dsnaps["image_gains"].info)
+    stale = [n for n in ("image_gains", "daily_lightcurves", "source_stats", "ese_search")
+             if dsnaps[n].version >= 0 and not _is_current(snaps, dsnaps, n, lake.path)]
+    if not nights and not stale:
+        return {"mode": "current", "images": 0, "sources": 0, "seconds": time.perf_counter() - t0}
+    say(f"refresh: {changed.height} new or changed image(s), {removed.height} removed, {len(nights)} night(s)")
+    refs = dsnaps["reference_baselines"]
+    con = _sub_connection(snaps, refs, nights)
+    try:
+        gains = _fetch(con, "SELECT * FROM image_gains ORDER BY night, image_id")
+        con.execute("CREATE TEMP TABLE _gains AS SELECT * FROM image_gains")
+        con.execute("CREATE OR REPLACE VIEW image_gains_current AS SELECT * FROM _gains")
+        daily = _fetch(con, "SELECT * FROM daily_lightcurves ORDER BY source_id, day")
+    finally:
+        con.close()
+    days = _days_of_nights(nights)
+    months = {str(np.datetime_as_string(np.datetime64("1858-11-17", "D") + d, unit="M")) for d in days}
+    before = set()
+    ddt = delta.open_table(lake.table_root("daily_lightcurves"), "daily_lightcurves")
+    if ddt is not None and days:
+        before = set(ddt.to_pyarrow_table(columns=["source_id"], filters=[("day", "in", sorted(days))])
+                     .column("source_id").to_pylist())
+    pred_days = f"{delta.in_list('month', months)} AND {delta.in_list('day', days)}"
+    _commit(lake, "daily_lightcurves", _with_month(daily), _record(lake, snaps, "daily_lightcurves"),
+            predicate=pred_days)
+    touched = before | set(daily.column("source_id").to_pylist())
+    n = _refresh_sources(lake, snaps, touched, say, full=False)
+    # last: image_gains records which images are incorporated; a refresh killed before this point is redone
+    _commit(lake, "image_gains", gains, _record(lake, snaps, "image_gains"),
+            predicate=delta.in_list("night", nights))
+    return {"mode": "incremental", "images": changed.height + removed.height, "nights": len(nights),
+            "sources": n, "seconds": time.perf_counter() - t0}
+
+
+def _changed_nights(lake, info: dict | None) -> set[str]:
+    """Nights whose images or photometry changed since the versions ``info`` recorded (Delta's change data
+    feed: inserts and deletes of re-measured, new and removed images; compaction adds nothing)."""
+    out: set[str] = set()
+    for table in ("images", "photometry"):
+        since = ((info or {}).get("sources") or {}).get(table)
+        dt = delta.open_table(lake.path, table)
+        if dt is None or since is None or since >= dt.version():
+            continue
+        try:
+            reader = dt.load_cdf(starting_version=since + 1, columns=["night"])
+            out |= set(pa.table(reader.read_all() if hasattr(reader, "read_all") else reader)
+                       .column("night").to_pylist())
+        except Exception:  # noqa: BLE001 - feed unavailable (e.g. vacuumed): fall back to the images diff
+            continue
+    return {n for n in out if n}
+
+
+def _days_of_nights(nights: set[str]) -> list[int]:
+    mjd0 = np.datetime64("1858-11-17", "D")
+    return sorted(int((np.datetime64(n, "D") - mjd0).astype(int)) for n in nights)
+
+
+def _daily_connection(lake):
+    import duckdb
+
+    from eselake.offline import DUCKDB_CONFIG
+    from eselake.lake.connect import glob_escape
+
+    snap = lake.derived_snapshots()["daily_lightcurves"]
+    con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
+    if snap.files:
+        con.execute("SET VARIABLE d_daily = ?", [[glob_escape(f) for f in snap.files]])
+        con.execute("CREATE VIEW daily_all AS SELECT * EXCLUDE (month) FROM "
+                    "read_parquet(getvariable('d_daily'), union_by_name = true)")
+    else:
+        con.execute("CREATE VIEW daily_all AS SELECT NULL::VARCHAR AS source_id WHERE false")
+    return con
+
+
+def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool) -> int:
+    """source_stats, ese_search and ese_candidates for the ``touched`` sources (all when None)."""
+    con = _daily_connection(lake)
+    try:
+        if touched is None:
+            con.execute("CREATE VIEW daily_in AS SELECT * FROM daily_all")
+        else:
+            con.register("_touched", pa.table({"source_id": pa.array(sorted(touched), pa.string())}))
+            con.execute("CREATE VIEW daily_in AS SELECT d.* FROM daily_all d SEMI JOIN _touched t USING (source_id)")
+        say(f"refresh: statistics of {'all' if touched is None else len(touched)} source(s)")
+        stats = _fetch(con, SOURCE_STATS_FROM_DAILY + " ORDER BY source_id")
+        search = None
+        search_fn = _search_function()
+        if search_fn is not None:
+            say("refresh: ESE search")
+            daily = _fetch(con, "SELECT source_id, day, mjd, flux_jy, err_jy, n_points FROM daily_in")
+            search = search_fn(pl.from_arrow(daily)).to_arrow()
+    finally:
+        con.close()
+    _merge_whole(lake, snaps, "source_stats", stats, touched, full)
+    if search is not None:
+        _merge_whole(lake, snaps, "ese_search", search, touched, full)
+    return stats.num_rows
+
+
+def _search_function():
+    try:
+        from eselake.detection.search import search_lightcurves
+    except ImportError:
+        return None
+    return search_lightcurves
+
+
+def _merge_whole(lake, snaps, name: str, new: pa.Table, touched: set[str] | None, full: bool) -> None:
+    """Replace the rows of ``touched`` sources (all rows when ``full``) and rewrite the small table whole."""
+    info = _record(lake, snaps, name)
+    dt = delta.open_table(lake.table_root(name), name)
+    if full or dt is None or touched is None:
+        _commit(lake, name, new, info, full=True)
+        return
+    old = dt.to_pyarrow_table()
+    keep = old.filter(pc.invert(pc.is_in(old.column("source_id"), pa.array(sorted(touched), pa.string()))))
+    merged = pa.concat_tables([keep, new.cast(keep.schema) if new.schema != keep.schema else new],
+                              promote_options="permissive")
+    merged = merged.take(pc.sort_indices(merged, [("source_id", "ascending")]))
+    _commit(lake, name, merged, info, full=True)
