@@ -65,3 +65,28 @@ def order_candidates(df: pl.DataFrame) -> pl.DataFrame:
     """Known candidate columns first (CANDIDATE_ORDER), then the rest."""
     first = [c for c in CANDIDATE_ORDER if c in df.columns]
     return df.select(first + [c for c in df.columns if c not in first])
+
+
+def _state(lake) -> Any:
+    """A token that changes whenever the lake changes (table versions, else file fingerprints)."""
+    for name in ("versions", "fingerprint"):
+        fn = getattr(lake, name, None)
+        if fn is not None:
+            try:
+                state = fn()
+                return repr(sorted(state.items())) if isinstance(state, dict) else repr(state)
+            except Exception:
+                return None
+    return None
+
+
+def default_candidates(lake) -> pl.DataFrame:
+    """The default detection's candidates, cached per lake until the lake changes (a source page asks
+    for one verdict several times)."""
+    token = _state(lake)
+    cache = lake.__dict__.setdefault("_faces_candidates", {})
+    if token is not None and cache.get("token") == token:
+        return cache["df"]
+    df = detect(lake)
+    cache.update(token=token, df=df)
+    return df

@@ -61,9 +61,9 @@ class Source:
     def candidate(self) -> dict[str, Any] | None:
         """This source's row of the default ESE detection (``detect_ese_candidates``), or None when it is
         not a candidate."""
-        from eselake.detection import detect_ese_candidates
+        from eselake.faces import default_candidates
         _ = self.measurements
-        df = detect_ese_candidates(self.lake, source_id=self.source_id)
+        df = default_candidates(self.lake).filter(pl.col("source_id") == self.source_id)
         return df.to_dicts()[0] if df.height else None
 
     @property
