@@ -89,3 +89,24 @@ def test_catalog_cli(lake, tmp_path):
     res = runner.invoke(main, ["--lake", str(lake.path), "catalog", "load", "nvss", str(bad)])
     assert res.exit_code == 2 and "invalid coordinates" in res.output
     assert lake.sql("SELECT count(*) AS n FROM catalog_sources")["n"][0] == 2
+
+
+def test_row_checks_with_counts(tmp_path):
+    """One 'n/a' flux cell is NaN for that row only; a BOM does not break the header; an empty name is not
+    id '0' (IAU name for a survey, an error for a source list); the counts are reported."""
+    from eselake.ingest.catalogs.catalog import CatalogWarning, catalog_checks
+
+    f = tmp_path / "bom.csv"
+    f.write_text("name,ra,dec,flux_mjy\na,10,20,n/a\n,30,40,50\nc,50,60,70\n", encoding="utf-8-sig")
+    with pytest.warns(CatalogWarning, match="1 empty_name.*1 not_a_number: flux"):
+        cat = load_catalog_file(f, "nvss")
+    flux = cat.column("flux_mjy").to_numpy()
+    assert np.isnan(flux[0]) and flux[1:].tolist() == [50.0, 70.0]
+    ids = cat.column("source_id").to_pylist()
+    assert ids[0] == "NVSS a" and ids[1] == "NVSS J020000+400000" and "0" not in ids[1].split()
+    checks = catalog_checks(cat)
+    assert checks["rows"] == 3 and checks["empty_name"] == 1 and checks["no_flux"] == 1
+    # --min-mjy selects on the numbers that are there
+    assert (flux >= 60).sum() == 1
+    with pytest.raises(InputError, match="1 rows have an empty 'name', first rows \\[1\\]"):
+        load_catalog_file(f, "sources")

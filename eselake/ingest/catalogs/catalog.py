@@ -1,10 +1,18 @@
 """Catalogues (NVSS, FIRST, VLASS, RACS, plain source lists): reading, source ids, cone searches.
 
-Files are read with astropy (FITS tables, VOTable, CSV/ECSV). Columns are found by their usual VizieR and
-survey names (see ``ALIASES``); units on the columns are honoured, otherwise deg / mJy / arcsec are assumed.
+Files are read with astropy (FITS tables, VOTable, CSV/ECSV; a UTF-8 byte-order mark is accepted). Columns
+are found by their usual VizieR and survey names (see ``ALIASES``); units on the columns are honoured, otherwise
+deg / mJy / arcsec are assumed.
+
+Row checks: invalid coordinates and duplicate ids are errors (with the count and the first rows); a flux,
+size or angle cell that is not a number ('n/a', '--', blank) becomes NaN for that row only; a row with an
+empty name gets its IAU name from its coordinates (a survey) or is an error (a source list). The counts of
+such rows are returned by ``catalog_checks`` and kept in the table's schema metadata (``eselake.checks``).
 """
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +48,29 @@ def _find(table: Table, role: str) -> str | None:
     return None
 
 
-def _quantity(col, unit: u.Unit) -> np.ndarray:
-    values = np.ma.filled(np.ma.asarray(col, dtype=float), np.nan) if col.dtype.kind in "fiu" else None
-    if values is None:
-        return None
+class CatalogWarning(UserWarning):
+    """Rows of a catalogue that were loaded with a missing value (reported with counts)."""
+
+
+def _numbers(col) -> tuple[np.ndarray, int]:
+    """Column as floats, cell by cell: masked or non-numeric cells ('n/a', '--', '') become NaN.
+    Returns (values, number of cells that hold text that is not a number)."""
+    import polars as pl
+
+    mask = np.ma.getmaskarray(col)
+    if col.dtype.kind in "fiu":
+        return np.where(mask, np.nan, np.ma.filled(np.ma.asarray(col, dtype=float), np.nan)), 0
+    text = pl.Series(np.asarray(np.ma.filled(col, ""), dtype=str)).str.strip_chars()
+    values = text.cast(pl.Float64, strict=False).to_numpy().astype(float)
+    values[mask] = np.nan
+    bad = int((np.isnan(values) & ~mask & (text != "").to_numpy()).sum())
+    return values, bad
+
+
+def _quantity(col, unit: u.Unit, bad_counts: dict | None = None, role: str = "") -> np.ndarray:
+    values, bad = _numbers(col)
+    if bad_counts is not None and bad:
+        bad_counts[role] = bad
     if getattr(col, "unit", None) is not None:
         try:
             return (values * u.Unit(col.unit)).to_value(unit)
@@ -53,15 +80,20 @@ def _quantity(col, unit: u.Unit) -> np.ndarray:
 
 
 def _coords(table: Table, ra_col: str, dec_col: str) -> tuple[np.ndarray, np.ndarray]:
+    """RA/Dec in deg: numeric columns (units honoured), or text: numbers or sexagesimal 'hh mm ss.s' /
+    '+dd mm ss' (a cell that is neither becomes NaN and is reported as an invalid row)."""
     ra_c, dec_c = table[ra_col], table[dec_col]
     if ra_c.dtype.kind in "fiu" and dec_c.dtype.kind in "fiu":
         return _quantity(ra_c, u.deg), _quantity(dec_c, u.deg)
-    try:      # sexagesimal strings: 'hh mm ss.s' / '+dd mm ss'
-        ra = Angle(np.asarray(ra_c, dtype=str), unit=u.hourangle).deg
-        dec = Angle(np.asarray(dec_c, dtype=str), unit=u.deg).deg
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"cannot parse coordinates in columns {ra_col!r}/{dec_col!r}: {exc}") from exc
-    return np.asarray(ra, float), np.asarray(dec, float)
+    ra, ra_bad = _numbers(ra_c) if ra_c.dtype.kind not in "fiu" else (_quantity(ra_c, u.deg), 0)
+    dec, dec_bad = _numbers(dec_c) if dec_c.dtype.kind not in "fiu" else (_quantity(dec_c, u.deg), 0)
+    if ra_bad or dec_bad:
+        try:      # sexagesimal strings
+            ra = np.asarray(Angle(np.asarray(ra_c, dtype=str), unit=u.hourangle).deg, float)
+            dec = np.asarray(Angle(np.asarray(dec_c, dtype=str), unit=u.deg).deg, float)
+        except (ValueError, TypeError):
+            pass  # numbers with bad cells: those rows are NaN and reported as invalid coordinates
+    return ra, dec
 
 
 def iau_names(prefix: str, ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
@@ -102,7 +134,10 @@ def read_table(path) -> Table:
     suffix = "".join(path.suffixes).lower()
     try:
         if suffix.endswith((".csv", ".csv.gz")):
-            return Table.read(path, format="ascii.csv", encoding="utf-8")
+            t = Table.read(path, format="ascii.csv", encoding="utf-8-sig")
+            if t.colnames and t.colnames[0].startswith("\ufeff"):      # BOM in a gzipped file
+                t.rename_column(t.colnames[0], t.colnames[0].lstrip("\ufeff"))
+            return t
         if suffix.endswith((".vot", ".xml", ".votable")):
             return Table.read(path, format="votable")
         if suffix.endswith((".ecsv",)):
@@ -130,10 +165,24 @@ def parse_catalog(table: Table, catalog: str) -> pa.Table:
         raise InputError(f"{int(bad.sum())} rows have missing or invalid coordinates (Dec outside +-90 or "
                          f"not a number), first rows {rows}")
     ra = np.mod(ra, 360.0)
+    checks: dict[str, int] = {"rows": len(table)}
     name_col = _find(table, "name")
-    names = None if name_col is None else np.asarray(table[name_col]).astype(str)
     if catalog == "sources" and name_col is None:
         raise InputError("a source list needs a name column (name or source_id) besides ra, dec")
+    names = None
+    if name_col is not None:
+        col = table[name_col]
+        names = np.char.strip(np.asarray(np.ma.filled(col.astype(str), ""), dtype=str)).astype(object)
+        names[np.ma.getmaskarray(col)] = ""
+        empty = names == ""
+        if empty.any():
+            rows = np.flatnonzero(empty)[:5].tolist()
+            if catalog == "sources":
+                raise InputError(f"{int(empty.sum())} rows have an empty {name_col!r}, first rows {rows}; "
+                                 "give every source a name")
+            names[empty] = iau_names(catalog.upper(), ra[empty], dec[empty])
+            names[empty] = [n.split(" ", 1)[1] for n in names[empty]]     # prefixed again by _ids
+            checks["empty_name"] = int(empty.sum())
     ids = _ids(catalog, names, ra, dec)
     if any(not s or len(s) > 200 for s in ids):
         raise InputError("source ids must be 1-200 characters")
@@ -142,14 +191,15 @@ def parse_catalog(table: Table, catalog: str) -> pa.Table:
         dup = uniq[counts > 1][:5].tolist()
         raise InputError(f"{int((counts > 1).sum())} duplicate source ids, e.g. {dup}")
 
+    bad_cells: dict[str, int] = {}
+
     def col(role, unit):
         c = _find(table, role)
         if c is None:
             return np.full(len(table), np.nan)
-        q = _quantity(table[c], unit)
-        return np.full(len(table), np.nan) if q is None else q
+        return _quantity(table[c], unit, bad_cells, f"{role} ({c})")
 
-    return pa.table({
+    out = pa.table({
         "source_id": pa.array(ids.astype(str).tolist(), pa.string()),
         "name": pa.array(names.tolist() if names is not None else ids.astype(str).tolist(), pa.string()),
         "ra_deg": ra, "dec_deg": dec,
@@ -157,6 +207,24 @@ def parse_catalog(table: Table, catalog: str) -> pa.Table:
         "major_arcsec": col("major", u.arcsec), "minor_arcsec": col("minor", u.arcsec),
         "pa_deg": col("pa", u.deg),
     })
+    checks.update({f"not_a_number: {k}": v for k, v in bad_cells.items()})
+    flux = out.column("flux_mjy").to_numpy()
+    if _find(table, "flux") is not None:
+        checks["no_flux"] = int((~np.isfinite(flux)).sum())
+        checks["negative_flux"] = int((flux < 0).sum())
+    problems = {k: v for k, v in checks.items() if k != "rows" and v}
+    if problems:
+        warnings.warn(f"catalogue of {len(table)} rows: " + ", ".join(f"{v} {k}" for k, v in problems.items()),
+                      CatalogWarning, stacklevel=3)
+    return out.replace_schema_metadata({"eselake.checks": json.dumps(checks)})
+
+
+def catalog_checks(table: pa.Table) -> dict[str, int]:
+    """Row counts of a loaded catalogue: rows, and rows with an empty name, a cell that is not a number,
+    no flux, a negative flux (see the module docstring)."""
+    meta = table.schema.metadata or {}
+    raw = meta.get(b"eselake.checks")
+    return json.loads(raw) if raw else {"rows": table.num_rows}
 
 
 def load_catalog_file(path, catalog: str) -> pa.Table:
