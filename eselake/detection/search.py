@@ -1,0 +1,552 @@
+"""Template search for Extreme Scattering Events in daily-binned lightcurves, all sources at once.
+
+``search_lightcurves(daily)`` fits every source with a bank of plasma-lens and flat-dip templates (see
+``templates``) on a free baseline and slope, y = a + b (t - t_c) + A s((t - t_c) / D), and reports the best
+template's likelihood ratio against no event (2 ln LR), corrected for the source's red noise (``noise``) and
+calibrated to a false-alarm rate per source-year (``falsealarm``); lens/dip fits are compared with a flare
+(fast rise, exponential decay) and a step. Every source's row depends only on that source's rows.
+
+Stages (all vectorised over sources; loops run over template shapes, durations and refinement offsets):
+1. dense per-source daily grids; error scale k0 from consecutive nights; isolated nights capped at 4 sigma
+   from the running median of their +-4-day neighbourhood (``noise.despike``).
+2. coarse scan: per duration (14-224 d, sqrt(2) steps) the data are binned to ~duration/8 days and
+   cross-correlated with every shape by FFT (float32): for all centres at once the weighted sums
+   sum w r s, sum w s, sum w tau s, sum w s^2 give the amplitude's z = s'Wr / sqrt(s'Ws) after projecting out
+   baseline and slope. Centres run from half a dip outside the span to half a dip beyond it.
+3. noise: a damped-random-walk + scaled-white model fitted to the structure function outside the best
+   window; the best template of every duration is re-evaluated exactly (float64, daily) and its z divided by
+   sqrt(1 + R), R = sigma_r^2 u'Ku / s'Ws (the red-noise variance of the matched filter, u = W s_perp).
+4. refinement of the best duration (daily centres, durations in 2^(1/16) steps, 41 lens shapes), with
+   uncertainties from the curvature of the likelihood-ratio profile; flare and step alternatives by IIR
+   filters and cumulative sums over every start day.
+"""
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import scipy.fft as sfft
+
+from eselake.detection import noise, templates
+from eselake.detection.falsealarm import fap_per_source_year, sigma_from_fap
+
+PRESET_FAP = {"conservative": 1e-4, "moderate": 1e-3, "sensitive": 1e-2}   # false candidates per source-year
+FLARE_TAUS = (4.0, 12.0, 36.0, 108.0)                                     # flare decay times (days)
+REFINE_Z = 4.0          # refine the fit of sources whose corrected z reaches this
+MIN_CORE_NIGHTS = 3     # nights within the dip's half-depth width for a centre to count
+MIN_PERP_FRAC = 0.25    # the template must keep this fraction of its energy after removing baseline and slope
+DESPIKE_CAP = 4.0       # sigma
+Z_EXACT = 3.0           # durations whose coarse z reaches this are re-evaluated exactly with red noise
+MIN_DIP_NIGHTS = 3      # is_dip: nights within the dip width below the baseline by more than 1 sigma
+MIN_ROBUST = 0.5        # is_dip: z without the two most contributing nights / z
+SUPPORT_MAX = 2.7       # template support (durations) of the widest shape
+
+OUTPUT_COLUMNS = [
+    "source_id", "n_days", "span_days", "first_mjd", "last_mjd", "baseline_jy", "lr", "sigma",
+    "fap_per_source_year", "model", "lens_alpha", "lens_alpha_err", "duration_days", "duration_err_days",
+    "center_mjd", "center_err_days", "size_ratio", "depth", "depth_err", "caustics", "slope_jy_per_day",
+    "dip_start_mjd", "dip_end_mjd", "n_dip_days", "robust_frac", "alt_model", "alt_lr", "flare_lr", "step_lr",
+    "lr_white", "is_dip", "error_scale", "red_noise_amp", "red_noise_tau_days", "n_capped",
+]
+
+
+# --------------------------------------------------------------------------------------------- input
+def _prepare(daily):
+    """Columns as numpy arrays grouped by source and sorted by day: (ids, starts, counts, day, mjd, flux, err).
+
+    Input already sorted by (source_id, day) (as the persisted daily lightcurves are) takes a fast path with no
+    string sort; anything else is sorted first. Duplicate (source, day) rows are combined (inverse-variance).
+    """
+    df = daily if isinstance(daily, pl.DataFrame) else pl.from_arrow(daily)
+    df = df.select(pl.col("source_id").cast(pl.Utf8), pl.col("day").cast(pl.Int64), pl.col("mjd").cast(pl.Float64),
+                   pl.col("flux_jy").cast(pl.Float64), pl.col("err_jy").cast(pl.Float64))
+    df = df.filter(pl.col("flux_jy").is_finite() & pl.col("err_jy").is_finite() & (pl.col("err_jy") > 0)
+                   & pl.col("source_id").is_not_null() & pl.col("day").is_not_null() & pl.col("mjd").is_finite())
+    if df.height == 0:
+        return None
+    for attempt in range(2):
+        run = df.select(pl.col("source_id").rle_id()).to_series().to_numpy()
+        starts = np.flatnonzero(np.diff(run, prepend=-1))
+        ids = df["source_id"].gather(starts).to_numpy().astype(str)
+        day = df["day"].to_numpy()
+        same = np.diff(run) == 0
+        if len(set(ids)) == len(ids) and np.all(np.diff(day)[same] >= 0):
+            break
+        df = df.sort(["source_id", "day"])
+    counts = np.diff(np.append(starts, df.height))
+    mjd, flux, err = (df[c].to_numpy() for c in ("mjd", "flux_jy", "err_jy"))
+    dup = np.flatnonzero(same & (np.diff(day) == 0))
+    if dup.size:   # combine repeated days of a source: inverse-variance mean
+        keep = np.ones(day.size, bool); keep[dup + 1] = False
+        grp = np.cumsum(keep) - 1
+        w = 1.0 / err ** 2
+        sw = np.bincount(grp, w); swf = np.bincount(grp, w * flux); swt = np.bincount(grp, mjd)
+        nn = np.bincount(grp)
+        flux, err, mjd, day = swf / sw, 1.0 / np.sqrt(sw), swt / nn, day[keep]
+        src = np.repeat(np.arange(len(ids)), counts)[keep]
+        counts = np.bincount(src, minlength=len(ids))
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return ids, starts, counts, day, mjd, flux, err
+
+
+def _dense(sel, starts, counts, day, mjd, flux, err):
+    """Dense day grids of sources ``sel``: row i, column j = day first[i] + j; absent days not ``present``."""
+    cnt = counts[sel]
+    row = np.repeat(np.arange(len(sel)), cnt)
+    idx = np.repeat(starts[sel] - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
+    d = day[idx]
+    first = day[starts[sel]]
+    last = day[starts[sel] + cnt - 1]
+    m = int((last - first).max()) + 1
+    col = d - first[row]
+    shape = (len(sel), m)
+    y = np.zeros(shape); e = np.ones(shape); present = np.zeros(shape, bool)
+    t = first[:, None] + np.arange(m)[None, :] + 0.5
+    y[row, col] = flux[idx]; e[row, col] = err[idx]; t[row, col] = mjd[idx]; present[row, col] = True
+    return first, last, y, e, t, present
+
+
+# ------------------------------------------------------------------------------------------ linear algebra
+class _Base:
+    """Weighted baseline + slope fit of each row: y = a + b tau, tau = (t - t_mid) / scale (dimensionless)."""
+
+    def __init__(self, y=None, w=None, tau=None):
+        if y is None:
+            return
+        self.w0 = w.sum(1); self.t1 = (w * tau).sum(1); self.t2 = (w * tau * tau).sum(1)
+        self.det = self.w0 * self.t2 - self.t1 ** 2
+        yw = (w * y).sum(1); ytw = (w * y * tau).sum(1)
+        self.a = (self.t2 * yw - self.t1 * ytw) / self.det
+        self.b = (self.w0 * ytw - self.t1 * yw) / self.det
+
+    def sub(self, rows):
+        out = _Base()
+        for k in ("w0", "t1", "t2", "det", "a", "b"):
+            setattr(out, k, getattr(self, k)[rows])
+        return out
+
+    def project(self, A, B, C):
+        """s'Ws after projecting baseline and slope out (rows first axis), and the projection coefficients."""
+        ex = (slice(None),) + (None,) * (np.ndim(A) - 1)
+        w0, t1, t2, det = self.w0[ex], self.t1[ex], self.t2[ex], self.det[ex]
+        c0 = (t2 * A - t1 * B) / det
+        c1 = (w0 * B - t1 * A) / det
+        return C - (A * c0 + B * c1), c0, c1
+
+
+class _Ctx:
+    """A chunk of sources on dense day grids, with the noise model and the baseline fit."""
+
+    def __init__(self, first, last, y, e, t, present):
+        self.first, self.last, self.present = first, last, present
+        self.n, self.m = y.shape
+        self.tt = t - first[:, None]                       # days since the first day
+        self.span = (last - first).astype(float)
+        self.tmid = self.span / 2
+        self.tscale = np.maximum(self.span, 1.0)
+        self.tau = (self.tt - self.tmid[:, None]) / self.tscale[:, None]
+        self.e = e
+        self.k0 = noise.error_scale(y, e, present)
+        yd, self.capped = noise.despike(y, self.k0[:, None] * e, present, cap=DESPIKE_CAP)
+        self.yd = np.where(present, yd, 0.0)
+        self.set_weights(self.k0, np.zeros(self.n), np.full(self.n, noise.TAU_GRID[0]))
+
+    def set_weights(self, k, sig_r, tau_r):
+        self.k, self.sig_r, self.tau_r = k, sig_r, tau_r
+        self.w = np.where(self.present, 1.0 / (k[:, None] * self.e) ** 2, 0.0)
+        self.base = _Base(self.yd, self.w, self.tau)
+        self.r0 = np.where(self.present, self.yd - self.base.a[:, None] - self.base.b[:, None] * self.tau, 0.0)
+        red = sig_r > 0
+        self.Kw = np.zeros_like(self.w); self.Kwt = np.zeros_like(self.w)
+        if red.any():
+            wt = self.w * self.tau
+            self.Kw[red] = noise.drw_apply(self.w[red], tau_r[red])
+            self.Kwt[red] = noise.drw_apply(wt[red], tau_r[red])
+        self.Q11 = (self.w * self.Kw).sum(1); self.Q1t = (self.w * self.tau * self.Kw).sum(1)
+        self.Qtt = (self.w * self.tau * self.Kwt).sum(1)
+
+
+class _Win:
+    """Windows of +-H days of the rows ``rows`` of a context around integer centres ``c_int`` (days)."""
+
+    def __init__(self, ctx: _Ctx, rows, c_int, H: int):
+        H = int(min(H, ctx.m))
+        cols = np.asarray(c_int, np.int64)[:, None] - H + np.arange(2 * H + 1)[None, :]
+        inside = (cols >= 0) & (cols < ctx.m)
+        cc = np.clip(cols, 0, ctx.m - 1)
+        r = np.asarray(rows)[:, None]
+        self.ctx, self.rows = ctx, np.asarray(rows)
+        self.tt = ctx.tt[r, cc]
+        self.w = np.where(inside, ctx.w[r, cc], 0.0)
+        self.tau = ctx.tau[r, cc]; self.r0 = ctx.r0[r, cc]
+        self.Kw = ctx.Kw[r, cc]; self.Kwt = ctx.Kwt[r, cc]
+        self.base = ctx.base.sub(self.rows)
+
+    def fit(self, tables, si, center, dur, red: bool = False, sub=None):
+        """Linear fit of template (tables[si], centre days, duration days); returns dict of per-row sums."""
+        w, tt, tau, r0 = self.w, self.tt, self.tau, self.r0
+        s = templates.evaluate(tables, si, tt, np.asarray(center, float)[:, None], np.asarray(dur, float)[:, None])
+        ws = w * s
+        A = ws.sum(1); B = (ws * tau).sum(1); C = (ws * s).sum(1); num = (ws * r0).sum(1)
+        den, c0, c1 = self.base.project(A, B, C)
+        out = {"num": num, "den": den, "C": C, "c0": c0, "c1": c1, "s": s}
+        if red:
+            ctx, rows = self.ctx, self.rows
+            sr = ctx.sig_r[rows]
+            q_ss = noise.drw_quadratic(ws, ctx.tau_r[rows])
+            q_s1 = (ws * self.Kw).sum(1); q_st = (ws * self.Kwt).sum(1)
+            uku = q_ss - 2 * c0 * q_s1 - 2 * c1 * q_st + c0 ** 2 * ctx.Q11[rows] + 2 * c0 * c1 * ctx.Q1t[rows] \
+                + c1 ** 2 * ctx.Qtt[rows]
+            out["red"] = sr ** 2 * np.maximum(uku, 0.0)
+        return out
+
+
+def _z(fit, red=None):
+    """Amplitude significance num / sqrt(den (+ red variance)); -inf where the fit is degenerate or not a dip."""
+    good = (fit["den"] > MIN_PERP_FRAC * fit["C"]) & (fit["C"] > 0) & (fit["num"] > 0)
+    var = fit["den"] + (fit["red"] if red else 0.0)
+    return np.where(good, fit["num"] / np.sqrt(np.where(good, var, 1.0)), -np.inf)
+
+
+# ----------------------------------------------------------------------------------------------- coarse scan
+def _coarse_scan(ctx: _Ctx, shapes):
+    """Best white z, shape index and centre (days from first) per row and duration, by FFT correlation."""
+    n, m = ctx.n, ctx.m
+    nd = len(templates.DURATIONS_DAYS)
+    zbest = np.full((n, nd), -np.inf); sbest = np.zeros((n, nd), np.int64); cbest = np.zeros((n, nd))
+    wscale = ctx.w.sum(1) / np.maximum(ctx.present.sum(1), 1)
+    wn = ctx.w / wscale[:, None]
+    nb_ = ctx.base.sub(np.arange(n))
+    for k in ("w0", "t1", "t2"):
+        setattr(nb_, k, getattr(nb_, k) / wscale)
+    nb_.det = nb_.w0 * nb_.t2 - nb_.t1 ** 2
+    pA = (nb_.t2 / nb_.det).astype(np.float32)[:, None]
+    pB = (nb_.w0 / nb_.det).astype(np.float32)[:, None]
+    pAB = (2 * nb_.t1 / nb_.det).astype(np.float32)[:, None]
+    cols = np.arange(m)
+    last_col = (ctx.last - ctx.first)
+    rows = np.arange(n)
+    for di, dur in enumerate(templates.DURATIONS_DAYS):
+        b = templates.bin_days(dur)
+        tabs = [templates.binned_template(s, dur, b) for s in shapes]
+        K = max(k for _, k in tabs)
+        j0 = ctx.first // b
+        binidx = (ctx.first[:, None] + cols[None, :]) // b - j0[:, None]
+        nb = int(binidx.max()) + 1
+        width = nb + 2 * K
+        N = sfft.next_fast_len(width + 1, real=True)
+        flat = (rows[:, None] * width + binidx + K).ravel()
+
+        def binned(x):
+            return np.bincount(flat, weights=x.ravel(), minlength=n * width).reshape(n, width)
+        fy, fw, ft = (sfft.rfft(binned(x).astype(np.float32), n=N, axis=1, workers=1)
+                      for x in (wn * ctx.r0, wn, wn * ctx.tau))
+        cnt = binned(ctx.present.astype(float))
+        # centre of output column p: bin p - K relative to the row's first bin
+        mgrid = np.arange(width) - K
+        cday = (j0[:, None] + mgrid[None, :]) * b + (b - 1) / 2.0 - ctx.first[:, None]
+        h = int(round(dur / 2 / b))
+        cs = np.concatenate([np.zeros((n, h + 1)), np.cumsum(cnt, 1), np.repeat(cnt.sum(1, keepdims=True), h, 1)], 1)
+        core = cs[:, np.arange(width) + 2 * h + 1] - cs[:, np.arange(width)]
+        ok_c = (cday >= -dur / 2) & (cday <= last_col[:, None] + dur / 2) & (core >= MIN_CORE_NIGHTS)
+        for si, (tv, k) in enumerate(tabs):
+            circ = np.zeros(N, np.float32); circ[np.arange(-k, k + 1) % N] = tv
+            fs = sfft.rfft(circ); fs2 = sfft.rfft(circ * circ)
+            num = sfft.irfft(fy * fs, n=N, axis=1, workers=1)[:, :width]
+            A = sfft.irfft(fw * fs, n=N, axis=1, workers=1)[:, :width]
+            B = sfft.irfft(ft * fs, n=N, axis=1, workers=1)[:, :width]
+            C = sfft.irfft(fw * fs2, n=N, axis=1, workers=1)[:, :width]
+            proj = pA * A * A + pB * B * B - pAB * A * B
+            den = C - proj
+            good = ok_c & (den > MIN_PERP_FRAC * C) & (C > 0) & (num > 0)
+            z2 = np.where(good, num * num / np.where(good, den, 1.0), -1.0)
+            j = np.argmax(z2, axis=1)
+            zj = np.sqrt(np.maximum(z2[rows, j], 0.0)) * np.sqrt(wscale)
+            zj = np.where(z2[rows, j] > 0, zj, -np.inf)
+            better = zj > zbest[:, di]
+            zbest[:, di] = np.where(better, zj, zbest[:, di])
+            sbest[:, di] = np.where(better, si, sbest[:, di])
+            cbest[:, di] = np.where(better, cday[rows, j], cbest[:, di])
+    return zbest, sbest, cbest
+
+
+# --------------------------------------------------------------------------------------------- alternatives
+def _alternatives(ctx: _Ctx):
+    """2 ln LR (white) of the best flare (instant rise, exponential decay, positive) and best step, per row.
+
+    Sums over t >= t0 of w r0 f, w f, w tau f and w f^2 for every start day t0 come from backward IIR filters
+    (f = exp(-(t - t0) / tau_f)) and reversed cumulative sums (the step).
+    """
+    from scipy.signal import lfilter
+    w, r0, tau, present, base = ctx.w, ctx.r0, ctx.tau, ctx.present, ctx.base
+    n, m = r0.shape
+    x = np.stack([w * r0, w, w * tau])[:, :, ::-1]          # reversed in time
+    nights_after = np.cumsum(present[:, ::-1], 1)[:, ::-1]
+    best_flare = np.zeros(n)
+    for tf in FLARE_TAUS:
+        rho = np.exp(-1.0 / tf)
+        num, A, B = lfilter([1.0], [1.0, -rho], x, axis=-1)[:, :, ::-1]
+        C = lfilter([1.0], [1.0, -rho * rho], x[1], axis=-1)[:, ::-1]
+        den, _, _ = base.project(A, B, C)
+        good = present & (den > MIN_PERP_FRAC * C) & (nights_after >= 3) & (num > 0)
+        best_flare = np.maximum(best_flare, np.where(good, num * num / np.where(good, den, 1.0), 0.0).max(1))
+    num, A, B = np.cumsum(x, axis=-1)[:, :, ::-1]
+    den, _, _ = base.project(A, B, A)
+    nights_before = present.sum(1, keepdims=True) - nights_after
+    good = present & (nights_after >= 3) & (nights_before >= 3) & (den > 1e-9 * A)
+    step = np.where(good, num * num / np.where(good, den, 1.0), 0.0).max(1)
+    return best_flare, step
+
+
+# ---------------------------------------------------------------------------------------------------- search
+def search_lightcurves(daily, *, chunk_size: int = 2000, workers: int = 2) -> pl.DataFrame:
+    """Search daily-binned lightcurves (source_id, day, mjd, flux_jy, err_jy[, n_points]) for ESEs.
+
+    ``daily``: polars DataFrame or pyarrow Table, many sources, any order (sorted by source_id, day is
+    fastest). Returns one row per source (``OUTPUT_COLUMNS``): the best lens/dip fit with uncertainties, its
+    2 ln likelihood ratio against no event (``lr``, red-noise corrected), the false-alarm rate per source-year
+    and Gaussian-equivalent ``sigma``, the best alternative (flare/step) and ``is_dip``. Deterministic; a
+    source's row depends only on its own rows. Chunks of ``chunk_size`` sources run on ``workers`` threads.
+    """
+    prep = _prepare(daily)
+    if prep is None:
+        return pl.DataFrame(schema=_schema())
+    ids, starts, counts, day, mjd, flux, err = prep
+    span = day[starts + counts - 1] - day[starts]
+    order = np.lexsort((ids, span))                   # similar spans together (less padding)
+    chunks = [order[k:k + chunk_size] for k in range(0, len(order), chunk_size)]
+
+    def run(sel):
+        return _search_chunk(ids[sel], *_dense(sel, starts, counts, day, mjd, flux, err))
+    if workers > 1 and len(chunks) > 1:     # numpy releases the GIL in the heavy array operations
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(workers) as pool:
+            out = list(pool.map(run, chunks))
+    else:
+        out = [run(c) for c in chunks]
+    return pl.concat(out, how="vertical_relaxed").sort("source_id").select(OUTPUT_COLUMNS)
+
+
+def _schema():
+    return {c: (pl.Utf8 if c in ("source_id", "model", "alt_model") else pl.Boolean if c in ("caustics", "is_dip")
+                else pl.Int64 if c in ("n_days", "n_dip_days", "n_capped") else pl.Float64) for c in OUTPUT_COLUMNS}
+
+
+def _half_width(dur) -> int:
+    return int(np.ceil(SUPPORT_MAX * 1.3 * float(np.max(dur)))) + 4
+
+
+def _search_chunk(ids, first, last, y, e, t, present) -> pl.DataFrame:
+    ctx = _Ctx(first, last, y, e, t, present)
+    n, m = ctx.n, ctx.m
+    rows = np.arange(n)
+    shapes = templates.bank(templates.SCAN_SHAPES)
+    tables = np.stack([s.table for s in shapes])
+    durs = np.array(templates.DURATIONS_DAYS)
+
+    # coarse scan (white noise, error scale k0)
+    zc, sc, cc = _coarse_scan(ctx, shapes)
+    d0 = np.argmax(zc, 1)
+
+    # noise model outside the best window, then weights with the fitted error scale
+    c_best = cc[rows, d0]; dur_best = durs[d0]
+    has_event = np.isfinite(zc[rows, d0])
+    masked = has_event[:, None] & (np.abs(ctx.tt - c_best[:, None]) <= 0.75 * dur_best[:, None])
+    sd, ew, npairs = noise.structure_function(ctx.yd, e, present & ~masked)
+    kf, sig_r, tau_r = noise.fit_drw(sd, ew, npairs)
+    fitted = np.isfinite(kf)
+    ctx.set_weights(np.where(fitted, np.maximum(kf, 0.5), ctx.k0), np.where(fitted, sig_r, 0.0), tau_r)
+
+    # best template of every duration, exact (daily, float64), red-noise corrected
+    z_red = zc.copy(); ratio = np.zeros((n, len(durs)))
+    for di, dur in enumerate(durs):
+        r = np.nonzero(zc[:, di] >= Z_EXACT)[0]
+        if not r.size:
+            continue
+        win = _Win(ctx, r, np.round(cc[r, di]), _half_width(dur))
+        f = win.fit(tables, sc[r, di], cc[r, di], np.full(r.size, dur), red=True)
+        z_red[r, di] = _z(f, red=True)
+        ratio[r, di] = f["red"] / np.where(f["den"] > 0, f["den"], 1.0)
+    d_idx = np.argmax(z_red, 1)
+    zr = z_red[rows, d_idx]
+    si = sc[rows, d_idx]
+    fit = {"alpha": np.array([np.nan if shapes[i].alpha is None else shapes[i].alpha for i in si]),
+           "size": np.array([shapes[i].size for i in si]), "center": cc[rows, d_idx].copy(),
+           "dur": durs[d_idx].copy(), "R": ratio[rows, d_idx].copy(),
+           "center_err": np.full(n, np.nan), "dur_err": np.full(n, np.nan), "alpha_err": np.full(n, np.nan)}
+
+    # refinement of promising rows (grouped by duration so that windows have one width)
+    for di in range(len(durs)):
+        r = np.nonzero(np.isfinite(zr) & (zr >= REFINE_Z) & (d_idx == di))[0]
+        if r.size:
+            _refine(ctx, r, fit, durs[di])
+
+    # final fit of every row, with its red-noise variance
+    keys, si = _shape_keys(fit)
+    ftables = np.stack([templates.make_shape(*kk).table for kk in keys])
+    res = {k: np.zeros(n) for k in ("num", "den", "C", "c0", "c1", "red", "n_dip", "top_num", "top_den")}
+    for di in range(len(durs)):
+        r = np.nonzero(d_idx == di)[0]
+        if not r.size:
+            continue
+        win = _Win(ctx, r, np.round(fit["center"][r]), _half_width(fit["dur"][r]))
+        f = win.fit(ftables, si[r], fit["center"][r], fit["dur"][r], red=True)
+        for k in ("num", "den", "C", "c0", "c1", "red"):
+            res[k][r] = f[k]
+        amp = np.where(f["den"] > 0, f["num"] / np.where(f["den"] > 0, f["den"], 1.0), 0.0)
+        s_perp = f["s"] - f["c0"][:, None] - f["c1"][:, None] * win.tau
+        contrib = win.w * s_perp * win.r0
+        top = np.argsort(-contrib, axis=1)[:, :2]
+        res["top_num"][r] = np.take_along_axis(contrib, top, 1).sum(1)
+        res["top_den"][r] = np.take_along_axis(win.w * s_perp ** 2, top, 1).sum(1)
+        resid = win.r0 + amp[:, None] * (f["c0"][:, None] + f["c1"][:, None] * win.tau)
+        inside = (win.w > 0) & (np.abs(win.tt - fit["center"][r][:, None]) <= fit["dur"][r][:, None] / 2)
+        sig_night = 1.0 / np.sqrt(np.where(win.w > 0, win.w, 1.0))
+        res["n_dip"][r] = (inside & (resid < -sig_night)).sum(1)
+    num, den, C, c0, c1, rv = (res[k] for k in ("num", "den", "C", "c0", "c1", "red"))
+    valid = np.isfinite(zr) & (den > 0) & (num > 0)
+    dsafe = np.where(den > 0, den, 1.0)
+    amp = np.where(valid, num / dsafe, 0.0)
+    amp_err = np.sqrt(np.where(den > 0, den + rv, 1.0)) / dsafe
+    z_white = np.where(valid, num / np.sqrt(dsafe), 0.0)
+    z_final = np.where(valid, num / np.sqrt(np.where(valid, den + rv, 1.0)), 0.0)
+    lr = z_final ** 2
+    base = ctx.base
+    a_tot = base.a - amp * c0                 # joint fit: s = s_perp + c0 + c1 tau
+    b_tot = base.b - amp * c1
+    baseline_c = a_tot + b_tot * (fit["center"] - ctx.tmid) / ctx.tscale
+    slope = b_tot / ctx.tscale
+    pos = baseline_c > 0
+    depth = np.where(valid & pos, amp / np.where(pos, baseline_c, 1.0), 0.0)
+    depth_err = np.where(pos, amp_err / np.where(pos, baseline_c, 1.0), np.nan)
+    num_l2o = num - res["top_num"]
+    den_l2o = np.maximum(den - res["top_den"], 1e-300)
+    robust = np.where(valid & (z_white > 0), num_l2o / np.sqrt(den_l2o) / np.where(z_white > 0, z_white, 1.0), 0.0)
+
+    flare_lr, step_lr = _alternatives(ctx)
+    lr_white = z_white ** 2
+    alt_best = np.maximum(flare_lr, step_lr)
+    alt_model = np.where(alt_best <= 0, "none", np.where(flare_lr >= step_lr, "flare", "step"))
+    alt_lr = lr_white - alt_best
+    span_years = np.maximum(ctx.span, 1.0) / 365.25
+    fap = fap_per_source_year(lr)
+    sigma = sigma_from_fap(fap, span_years)
+    n_dip = res["n_dip"].astype(np.int64)
+    is_dip = valid & (depth > 0) & (n_dip >= MIN_DIP_NIGHTS) & (robust >= MIN_ROBUST) & (alt_lr > 0)
+    is_lens = np.isfinite(fit["alpha"])
+    cen_mjd = first + fit["center"]
+    half = fit["dur"] / 2
+    return pl.DataFrame({
+        "source_id": ids, "n_days": present.sum(1).astype(np.int64), "span_days": ctx.span,
+        "first_mjd": t[rows, 0], "last_mjd": t[rows, last - first],
+        "baseline_jy": np.where(valid, baseline_c, base.a),
+        "lr": lr, "sigma": sigma, "fap_per_source_year": fap,
+        "model": np.where(is_lens, "lens", "dip"), "lens_alpha": np.where(is_lens, fit["alpha"], np.nan),
+        "lens_alpha_err": np.where(is_lens, fit["alpha_err"], np.nan),
+        "duration_days": fit["dur"], "duration_err_days": fit["dur_err"], "center_mjd": cen_mjd,
+        "center_err_days": fit["center_err"], "size_ratio": np.where(is_lens, fit["size"], np.nan),
+        "depth": depth, "depth_err": depth_err,
+        "caustics": is_lens & (np.nan_to_num(fit["alpha"]) > templates.CAUSTIC_ALPHA),
+        "slope_jy_per_day": slope, "dip_start_mjd": cen_mjd - half, "dip_end_mjd": cen_mjd + half,
+        "n_dip_days": n_dip, "robust_frac": robust, "alt_model": alt_model, "alt_lr": alt_lr,
+        "flare_lr": flare_lr, "step_lr": step_lr, "lr_white": lr_white, "is_dip": is_dip, "error_scale": ctx.k,
+        "red_noise_amp": np.where(pos, ctx.sig_r / np.where(pos, baseline_c, 1.0), np.nan),
+        "red_noise_tau_days": np.where(ctx.sig_r > 0, ctx.tau_r, np.nan), "n_capped": ctx.capped.sum(1).astype(np.int64),
+    })
+
+
+# ------------------------------------------------------------------------------------------------ refinement
+def _shape_keys(fit):
+    """Distinct (alpha, size) keys of the rows (alpha None = flat dip) and each row's index into them."""
+    raw = [(None, 0.0) if not np.isfinite(a) else (float(a), float(r)) for a, r in zip(fit["alpha"], fit["size"])]
+    keys = sorted(set(raw), key=lambda x: (x[0] is not None, x[0] or 0.0, x[1]))
+    idx = {kk: i for i, kk in enumerate(keys)}
+    return keys, np.array([idx[kk] for kk in raw], dtype=np.int64)
+
+
+def _parabola_err(lr_m, lr_0, lr_p, step):
+    """1-sigma error from the 2 ln LR profile at -step, 0, +step: sqrt(2 / curvature) (NaN if not a maximum)."""
+    curv = (2 * lr_0 - lr_m - lr_p) / step ** 2
+    return np.where(curv > 0, np.sqrt(2.0 / np.where(curv > 0, curv, 1.0)), np.nan)
+
+
+def _refine(ctx: _Ctx, r, fit, dur0):
+    """Refine centre (1-day steps), duration (2^(1/16) steps) and lens shape (41 shapes) of rows ``r``."""
+    b = templates.bin_days(dur0)
+    win = _Win(ctx, r, np.round(fit["center"][r]), _half_width(dur0 * 1.3) + b)
+    sub = {k: fit[k][r].copy() for k in fit}
+    keys, si = _shape_keys(sub)
+    tables = np.stack([templates.make_shape(*kk).table for kk in keys])
+    R = sub["R"]
+    prof = lambda c, d, tab=tables, s=si: np.maximum(_z(win.fit(tab, s, c, d)), 0.0) ** 2 / (1 + R)
+    c, d = sub["center"], sub["dur"]
+    cands = [(None, 0.0)] + [(a, s) for a in templates.ALPHAS_FINE for s in templates.SIZES_FINE]
+    ctab = np.stack([templates.make_shape(*kk).table for kk in cands])
+    alphas = np.array([np.nan if a is None else a for a, _ in cands])
+    facs = 2.0 ** (np.arange(-4, 5) / 16.0)
+    for it in range(2):
+        for step in sorted({max(1, b // 3), 1}, reverse=True):
+            offs = np.arange(-b - 1, b + 2, step) if step > 1 else np.arange(-3, 4)
+            P = np.stack([prof(c + o, d, tables, si) for o in offs], 1)
+            c = c + offs[np.argmax(P, 1)]
+            P = np.stack([prof(c, d * f, tables, si) for f in facs], 1)
+            d = d * facs[np.argmax(P, 1)]
+        # shape: the flat dip and the fine lens grid at the refined centre and duration
+        P = np.stack([prof(c, d, ctab, np.full(r.size, j)) for j in range(len(cands))], 1)
+        j = np.argmax(P, 1)
+        sub["alpha"] = alphas[j]
+        sub["size"] = np.array([cands[i][1] for i in j])
+        keys, si = _shape_keys(sub)
+        tables = np.stack([templates.make_shape(*kk).table for kk in keys])
+        b = max(1, b // 2)
+    best = P[np.arange(r.size), j]
+    within = (P >= best[:, None] - 1.0) & np.isfinite(alphas)[None, :]
+    amin = np.where(within, alphas[None, :], np.inf).min(1)
+    amax = np.where(within, alphas[None, :], -np.inf).max(1)
+    a_best = sub["alpha"]
+    sub["alpha_err"] = np.where(np.isfinite(a_best), np.maximum(0.5 * (amax - amin), 0.1 * np.nan_to_num(a_best)), np.nan)
+    keys, si = _shape_keys(sub)
+    tables = np.stack([templates.make_shape(*kk).table for kk in keys])
+    prof2 = lambda c_, d_: prof(c_, d_, tables, si)
+    P = np.stack([prof2(c + o, d) for o in range(-2, 3)], 1)
+    c = c + np.argmax(P, 1) - 2
+    l0, lm, lp = prof2(c, d), prof2(c - 1, d), prof2(c + 1, d)
+    curv = 2 * l0 - lm - lp
+    c = c + np.where(curv > 0, np.clip(0.5 * (lp - lm) / np.where(curv > 0, curv, 1.0), -0.5, 0.5), 0.0)
+    l0, lm, lp = prof2(c, d), prof2(c - 1, d), prof2(c + 1, d)
+    cerr = _parabola_err(lm, l0, lp, 1.0)
+    g = 2.0 ** (1 / 16)
+    lm, lp = prof2(c, d / g), prof2(c, d * g)
+    curv = 2 * l0 - lm - lp
+    d = d * g ** np.where(curv > 0, np.clip(0.5 * (lp - lm) / np.where(curv > 0, curv, 1.0), -0.5, 0.5), 0.0)
+    l0 = prof2(c, d)
+    lerr = _parabola_err(prof2(c, d / g), l0, prof2(c, d * g), np.log(g))
+    fit["center"][r] = c; fit["dur"][r] = d
+    fit["center_err"][r] = np.where(np.isfinite(cerr), np.maximum(cerr, 0.29), 1.0)
+    fit["dur_err"][r] = d * np.where(np.isfinite(lerr), np.maximum(lerr, np.log(g) / np.sqrt(12)), np.log(g))
+    for k in ("alpha", "alpha_err", "size"):
+        fit[k][r] = sub[k]
+    f = win.fit(tables, si, c, d, red=True)
+    fit["R"][r] = f["red"] / np.where(f["den"] > 0, f["den"], 1.0)
+
+
+# -------------------------------------------------------------------------------------------- public helpers
+def model_curve(row: dict, mjd) -> np.ndarray:
+    """Fitted flux (Jy) of a result row at ``mjd``: baseline + slope (t - center) + lens/dip (for charts)."""
+    t = np.asarray(mjd, float)
+    base = row["baseline_jy"] + (row.get("slope_jy_per_day") or 0.0) * (t - row["center_mjd"])
+    if not row.get("depth") or row.get("duration_days") is None:
+        return base
+    alpha = row.get("lens_alpha")
+    shape = templates.make_shape(None, 0.0) if row.get("model") == "dip" or alpha is None or not np.isfinite(alpha) \
+        else templates.make_shape(float(alpha), float(row.get("size_ratio") or 0.1))
+    return base + row["depth"] * row["baseline_jy"] * shape((t - row["center_mjd"]) / row["duration_days"])
+
+
+def select_candidates(results: pl.DataFrame, preset: str = "moderate", min_sigma: float | None = None) -> pl.DataFrame:
+    """ESE candidates: is_dip and fap_per_source_year <= PRESET_FAP[preset] (and sigma >= min_sigma), best first."""
+    if preset not in PRESET_FAP:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_FAP)}")
+    q = results.filter(pl.col("is_dip") & (pl.col("fap_per_source_year") <= PRESET_FAP[preset]))
+    if min_sigma is not None:
+        q = q.filter(pl.col("sigma") >= min_sigma)
+    return q.sort(["fap_per_source_year", "lr", "source_id"], descending=[False, True, False])
