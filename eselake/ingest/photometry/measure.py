@@ -170,7 +170,7 @@ def find_images(image_dir, pattern: str = "*.fits") -> list[Path]:
 
 def measure_batch(lake: Lake, paths: Iterable[Path], *, workers: int = 1,
                   on_done: Callable[[str, MeasureResult | None, str | None], None] | None = None,
-                  **kwargs) -> tuple[list[MeasureResult], dict[str, str]]:
+                  scheduler=None, **kwargs) -> tuple[list[MeasureResult], dict[str, str]]:
     """Measure many images (in ``workers`` processes). A failing image is reported in the returned
     ``errors`` dict (path -> message) and does not stop or affect the others."""
     paths = [str(Path(p).absolute()) for p in paths]
@@ -185,6 +185,7 @@ def measure_batch(lake: Lake, paths: Iterable[Path], *, workers: int = 1,
         if on_done:
             on_done(path, result, err)
 
-    run_jobs(_measure_worker, [(str(lake.path), p, kwargs) for p in paths], workers, record)
+    run_jobs(_measure_worker, [(str(lake.path), p, kwargs) for p in paths], workers, record, scheduler=scheduler,
+             on_failure=lambda job, exc: (job[1], None, f"{type(exc).__name__}: {exc}"))
     return done, errors
 

@@ -7,6 +7,7 @@ get the solutions of the nearest calibrator tile. A tile that fails is reported 
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import traceback
 import uuid
@@ -21,7 +22,7 @@ from astropy.time import Time
 
 from eselake.errors import EselakeError, InputError
 from eselake.ingest.radio.convert import Tile, convert_tile, group_tiles
-from eselake.ingest.parallel import run_jobs
+from eselake.ingest.parallel import dask_client, run_jobs
 
 
 @dataclass
@@ -141,14 +142,15 @@ def _done(lake, products: Path, plan: TilePlan) -> bool:
 def ingest_uvh5(lake, uvh5_dir, products, *, calibrators, catalog: str = "nvss", dec_deg: float | None = None,
                 workers: int = 1, imager: str = "auto", fov_deg: float = 3.0, niter: int = 2000,
                 min_flux_mjy: float | None = None, force: bool = False,
-                on_result: Callable[[TileResult, int, int], None] | None = None) -> list[TileResult]:
+                on_result: Callable[[TileResult, int, int], None] | None = None, scheduler=None) -> list[TileResult]:
     """Ingest every complete tile of ``uvh5_dir`` not yet in the lake. Returns one result per tile."""
     return _ingest(lake, group_tiles(uvh5_dir), lambda t, cals: tile_plan(t, dec_deg, cals), lambda t: t.tile_id,
-                   products, calibrators, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), force, on_result)
+                   products, calibrators, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), force, on_result,
+                   scheduler)
 
 
 def _ingest(lake, items, plan_for, name_of, products, calibrators, workers: int, common: tuple, force: bool,
-            on_result) -> list[TileResult]:
+            on_result, scheduler=None) -> list[TileResult]:
     """Plan every item (a tile or an MS; one that cannot be planned is reported as failed), then run them."""
     from eselake.ingest.radio.calibrate import read_calibrators
 
@@ -167,11 +169,12 @@ def _ingest(lake, items, plan_for, name_of, products, calibrators, workers: int,
             plans.append(plan_for(item, cals))
         except EselakeError as exc:
             report(TileResult(name_of(item), "failed", error=str(exc)))
-    _run_plans(lake, plans, products, workers, common, report, force)
+    _run_plans(lake, plans, products, workers, common, report, force, scheduler)
     return results
 
 
-def _run_plans(lake, plans, products: Path, workers: int, common: tuple, report, force: bool) -> None:
+def _run_plans(lake, plans, products: Path, workers: int, common: tuple, report, force: bool,
+               scheduler=None) -> None:
     """Skip what the lake already has (unless ``force``), then process calibrator tiles first and the others
     with their day's solutions."""
     todo = []
@@ -191,15 +194,17 @@ def _run_plans(lake, plans, products: Path, workers: int, common: tuple, report,
                 return [str(t) for t in tabs]
         return None
 
-    def run(batch: list[TilePlan]):
+    def run(batch: list[TilePlan], client):
         if not batch:
             return
         run_jobs(process_tile, [(str(lake.path), p, str(products), None if p.calibrator is not None
-                                 else tables_for(p), *common) for p in batch], workers, report)
+                                 else tables_for(p), *common) for p in batch], workers, report, scheduler=client,
+                 on_failure=lambda job, exc: TileResult(job[1].tile_id, "failed", error=f"{type(exc).__name__}: {exc}"))
 
     # calibrator tiles first: their solutions are transferred to the other tiles of the day
-    run([p for p in todo if p.calibrator is not None])
-    run([p for p in todo if p.calibrator is None])
+    with dask_client(scheduler, workers) if scheduler and todo else contextlib.nullcontext() as client:
+        run([p for p in todo if p.calibrator is not None], client)
+        run([p for p in todo if p.calibrator is None], client)
 
 
 def ms_plan(ms, dec_deg: float | None, calibrators) -> TilePlan:
@@ -225,7 +230,9 @@ def ms_plan(ms, dec_deg: float | None, calibrators) -> TilePlan:
 
 def ingest_ms(lake, ms_paths, products, *, calibrators, catalog: str = "nvss", dec_deg: float | None = None,
               workers: int = 1, imager: str = "auto", fov_deg: float = 3.0, niter: int = 2000,
-              min_flux_mjy: float | None = None, force: bool = False, on_result=None) -> list[TileResult]:
+              min_flux_mjy: float | None = None, force: bool = False, on_result=None,
+              scheduler=None) -> list[TileResult]:
     """Enter the chain with Measurement Sets (copied into ``products``, then calibrated, imaged, measured)."""
     return _ingest(lake, list(ms_paths), lambda ms, cals: ms_plan(ms, dec_deg, cals), lambda ms: Path(ms).name,
-                   products, calibrators, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), force, on_result)
+                   products, calibrators, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), force, on_result,
+                   scheduler)
