@@ -166,3 +166,76 @@ def test_vast_epochs_with_noise_maps(lake):
         assert r.measurements["local_rms_jyb"][0] > 0
     assert lake.sql("SELECT count(DISTINCT mjd) AS n FROM photometry")["n"][0] == 4
     assert all(f > 5 * lake.sql("SELECT max(local_rms_jyb) m FROM photometry")["m"][0] for f in fluxes)
+
+
+def test_same_observation_from_another_folder_replaces_its_rows(lake, tmp_path):
+    """The image id comes from the observation (header), not the path: a moved, copied or symlinked image
+    replaces its rows instead of adding them twice."""
+    import shutil
+
+    path, cat, _ = make_field(tmp_path)
+    lake.write_catalog("nvss", cat)
+    first = measure_image(lake, path)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    copy = other / "renamed.fits"
+    shutil.copy(path, copy)
+    link = other / "link.fits"
+    link.symlink_to(path)
+    assert measure_image(lake, copy).image_id == first.image_id
+    assert measure_image(lake, link, skip_existing=True).image_id == first.image_id
+    assert lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 1
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 30
+    # another observation (a different time) is another image
+    later, _, _ = make_field(tmp_path, "later.fits", mjd=60501.3)
+    assert measure_image(lake, later).image_id != first.image_id
+    assert lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 2
+
+
+def test_product_names_one_measurement_per_observation(lake, tmp_path):
+    """WSClean (-image-pb = pb-corrected) and CASA (.pbcor) products: the pb-corrected image of an
+    observation is measured, its flat-noise .image / -image twin and the by-products are not."""
+    from eselake.ingest.photometry.measure import find_images, product_kind
+
+    kinds = {"obs-image-pb.fits": "pbcor", "obs-MFS-image-pb.fits": "pbcor", "obs-image.fits": "image",
+             "t.image.fits": "image", "t.pbcor.fits": "pbcor", "t.image.pbcor.fits": "pbcor",
+             "t.image.tt0.fits": "image", "mosaic.fits": "sky", "obs-residual.fits": None,
+             "obs-residual-pb.fits": None, "obs-model.fits": None, "obs-psf.fits": None, "obs-dirty.fits": None,
+             "obs-beam-0.fits": None, "obs-beam-I.fits": None, "t.pb.fits": None, "t.rms.fits": None,
+             "t.image.tt1.fits": None, "t.alpha.fits": None, "t.sumwt.fits": None}
+    assert {n: product_kind(n) for n in kinds} == kinds
+    products = tmp_path / "products"
+    for tile, mjd in (("a", 60500.3), ("b", 60501.3)):
+        (products / tile).mkdir(parents=True)
+        path, cat, _ = make_field(products / tile, "tile.image.fits", mjd=mjd, seed=1)
+        make_field(products / tile, "tile.pbcor.fits", mjd=mjd, seed=1, scale=1.1)
+    wsc = tmp_path / "products" / "w"
+    wsc.mkdir()
+    make_field(wsc, "obs-image.fits", mjd=60502.3, seed=1)
+    make_field(wsc, "obs-image-pb.fits", mjd=60502.3, seed=1, scale=1.1)
+    make_field(wsc, "obs-psf.fits", mjd=60502.3, seed=1)
+    # the same observation under an unrelated name (a copy) is still one observation
+    make_field(wsc, "copy_of_tile_a.fits", mjd=60500.3, seed=1)
+    found = [p.relative_to(products).as_posix() for p in find_images(products)]
+    assert found == ["a/tile.pbcor.fits", "b/tile.pbcor.fits", "w/obs-image-pb.fits"]
+    lake.write_catalog("nvss", cat)
+    from eselake.ingest.photometry.measure import measure_batch
+    done, errors = measure_batch(lake, find_images(products))
+    assert not errors and lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 3
+
+
+def _die_on_two(k):
+    import os
+    if k == 2:
+        os._exit(9)          # a worker killed mid-job (SIGKILL, out of memory)
+    return k
+
+
+def test_dead_worker_does_not_abort_the_batch():
+    from eselake.ingest.parallel import run_jobs
+
+    got, failed = [], []
+    run_jobs(_die_on_two, [(k,) for k in range(5)], 2, got.append,
+             on_failure=lambda job, exc: failed.append((job, type(exc).__name__)) or -1)
+    assert sorted(k for k in got if k >= 0) == [0, 1, 3, 4]
+    assert failed == [((2,), "BrokenProcessPool")]

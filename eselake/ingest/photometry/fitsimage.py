@@ -1,4 +1,17 @@
-"""Reading radio images (CASA, WSClean, mosaics): pixels, celestial WCS, beam, time, frequency, rms."""
+"""Reading radio images (CASA, WSClean, mosaics): pixels, celestial WCS, beam, time, frequency, rms.
+
+Checks made on every image (each failure is an InputError naming the file and the keyword):
+- beam: BMAJ/BMIN in degrees, at least ``MIN_BEAM_PIX`` and at most ``MAX_BEAM_PIX`` pixels (a BMAJ in arcsec is
+  caught before any array is allocated);
+- time: DATE-OBS / MJD-OBS not in the future, the two agreeing within ``TIME_TOLERANCE_S`` when both are given,
+  EXPTIME (or EXPOSURE, INTTIME, ...) between 0 and a day (a value in ms would move the mid-time to another night);
+- frequency: from the spectral axis on any WCS axis (FREQ, VOPT/FELO/ZOPT, VRAD, VELO, WAVE, with RESTFRQ or
+  ALTRVAL), also when NAXIS=2 but WCSAXES=4 (WSClean cutouts); a cube with several spectral or Stokes planes is
+  measured on an explicit ``plane`` or refused;
+- blanks: NaN, and pseudo-blank regions found by value statistics (runs of one constant value, or patches of
+  values far below the noise, e.g. 1e-7 Jy/beam fill) become NaN, so the rms and the photometry use valid
+  pixels only.
+"""
 from __future__ import annotations
 
 import re
@@ -11,11 +24,19 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.time import Time
 from astropy.wcs import WCS, FITSFixedWarning
+from scipy import ndimage
 
 from eselake.errors import InputError
 
 _HIST_BEAM = re.compile(r"BMAJ\s*=\s*([-+.\dEe]+)\s+BMIN\s*=\s*([-+.\dEe]+)\s+BPA\s*=\s*([-+.\dEe]+)")
 _EXPOSURE_KEYS = ("EXPTIME", "EXPOSURE", "INTTIME", "DURATION", "TELAPSE")
+MIN_BEAM_PIX = 0.5           # beam FWHM (minor axis) below this many pixels: refused (nothing to fit)
+UNDERSAMPLED_BEAM_PIX = 2.0  # below this the kernel integrates the beam over pixels and flags the sources
+MAX_BEAM_PIX = 2000.0        # beam FWHM above this many pixels: a unit error (arcsec taken as deg)
+TIME_TOLERANCE_S = 2.0       # MJD-OBS and DATE-OBS must agree to this
+MAX_EXPOSURE_S = 86400.0     # an exposure longer than a day is a unit error (ms, or a sum over nights)
+FUTURE_SLACK_DAYS = 1.0
+C_M_S = 299_792_458.0
 
 
 @dataclass
@@ -32,6 +53,10 @@ class RadioImage:
     rms_jyb: float              # robust (sigma-clipped, MAD) rms of the whole image
     ra_center_deg: float
     dec_center_deg: float
+    telescope: str | None = None
+    noise_floor_jyb: float | None = None   # lowest local noise level of the image (errors never go below it)
+    n_blank: int = 0                        # pseudo-blank pixels set to NaN (constant runs, near-zero fill)
+    plane: int | None = None                # cube plane measured (None for 2-D images / single planes)
 
     @property
     def shape(self):
@@ -80,6 +105,69 @@ def robust_rms(data: np.ndarray, max_samples: int = 1_000_000) -> float:
     return float(sigma_clipped_stats(sample, sigma=3.0, maxiters=5, stdfunc="mad_std")[2])
 
 
+def pseudo_blank_mask(data: np.ndarray, beam_fwhm_pix: float = 3.0) -> np.ndarray:
+    """Pixels that are finite but not sky: runs of >= 5 identical values along a row or a column (0 or
+    constant fill), and patches of values far (1e-3) below the image's typical noise (e.g. 1e-7 fill
+    outside a mosaic's footprint). The patch test needs a whole beam-sized neighbourhood near zero, which
+    beam-correlated noise essentially never produces."""
+    finite = np.isfinite(data)
+    blank = np.zeros(data.shape, bool)
+    run = np.ones(5, bool)
+    for axis in (0, 1):
+        eq = np.zeros(data.shape, bool)
+        sl_a = [slice(None)] * 2
+        sl_b = [slice(None)] * 2
+        sl_a[axis], sl_b[axis] = slice(1, None), slice(None, -1)
+        same = (data[tuple(sl_a)] == data[tuple(sl_b)]) & finite[tuple(sl_a)]
+        eq[tuple(sl_a)] |= same
+        eq[tuple(sl_b)] |= same
+        struct = run[None, :] if axis == 1 else run[:, None]
+        blank |= ndimage.binary_opening(eq, structure=struct)
+    sky = finite & ~blank
+    if not sky.any():
+        return blank
+    level = _typical_noise(np.where(sky, data, np.nan))
+    if level > 0:
+        k = max(3, int(np.ceil(min(beam_fwhm_pix, 15.0))) | 1)
+        tiny = sky & (np.abs(np.where(sky, data, 0.0)) < 1e-3 * level)
+        blank |= ndimage.binary_opening(tiny, structure=np.ones((k, k), bool))
+    return blank
+
+
+def _block_rms(data: np.ndarray, block: int = 32, min_valid: int = 64) -> np.ndarray:
+    """MAD rms of the finite pixels of each block x block tile (NaN where fewer than ``min_valid``)."""
+    ny, nx = data.shape
+    py, px = -ny % block, -nx % block
+    d = np.pad(data, ((0, py), (0, px)), constant_values=np.nan)
+    d = d.reshape(d.shape[0] // block, block, d.shape[1] // block, block).swapaxes(1, 2)
+    d = d.reshape(d.shape[0], d.shape[1], -1)
+    ok = np.isfinite(d).sum(axis=-1) >= min_valid
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(d, axis=-1)
+        mad = np.nanmedian(np.abs(d - med[..., None]), axis=-1) * 1.4826
+    return np.where(ok, mad, np.nan)
+
+
+def _typical_noise(data: np.ndarray) -> float:
+    """Upper-quartile block rms: the noise of the image's live area even when most of it is fill."""
+    b = _block_rms(data)
+    b = b[np.isfinite(b) & (b > 0)]
+    if b.size:
+        return float(np.percentile(b, 75))
+    finite = data[np.isfinite(data)]
+    return float(np.std(finite)) if finite.size else float("nan")
+
+
+def noise_floor(data: np.ndarray, beam_fwhm_pix: float = 4.0) -> float:
+    """The image's noise floor: the 5th percentile of the rms of blocks of ~60 beams over the valid area (in
+    a primary-beam-corrected image, about the noise at the pointing centre)."""
+    block = int(np.clip(8 * beam_fwhm_pix, 32, 256))
+    b = _block_rms(data, block, min_valid=block * block // 4)
+    b = b[np.isfinite(b) & (b > 0)]
+    return float(np.percentile(b, 5)) if b.size else float("nan")
+
+
 def _beam(header, beam) -> tuple[float, float, float]:
     if beam is not None:
         return tuple(float(v) for v in beam)
@@ -93,50 +181,246 @@ def _beam(header, beam) -> tuple[float, float, float]:
                      "--beam BMAJ_DEG BMIN_DEG BPA_DEG (Python: beam=(bmaj_deg, bmin_deg, bpa_deg))")
 
 
-def _obs_time(header, mjd=None) -> tuple[float, float | None]:
-    exposure = None
+def _exposure(header, path) -> float | None:
     for k in _EXPOSURE_KEYS:
-        if k in header:
-            try:
-                exposure = float(header[k])
-                break
-            except (TypeError, ValueError):
-                pass
-    if mjd is not None:
-        return float(mjd), exposure
-    scale = str(header.get("TIMESYS", "UTC")).lower()
-    scale = scale if scale in ("utc", "tai", "tt") else "utc"
-    if "MJD-OBS" in header:
-        start = Time(float(header["MJD-OBS"]), format="mjd", scale=scale)
-    elif "DATE-OBS" in header:
+        if k not in header:
+            continue
         try:
-            start = Time(str(header["DATE-OBS"]).strip(), scale=scale)
-        except ValueError as exc:
-            raise InputError(f"cannot parse DATE-OBS {header['DATE-OBS']!r}: {exc}") from exc
-    else:
-        raise InputError("image has no observation time (MJD-OBS or DATE-OBS); give one with --mjd")
-    mjd = start.utc.mjd + (exposure / 2.0 / 86400.0 if exposure else 0.0)
-    return float(mjd), exposure
-
-
-def _freq(header) -> float | None:
-    for ax in range(1, int(header.get("NAXIS", 0)) + 1):
-        if str(header.get(f"CTYPE{ax}", "")).upper().startswith("FREQ"):
-            return float(header[f"CRVAL{ax}"])
-    for k in ("RESTFRQ", "RESTFREQ", "FREQ"):
-        if k in header:
-            return float(header[k])
+            exposure = float(header[k])
+        except (TypeError, ValueError):
+            continue
+        unit = str(header.comments[k]).lower()
+        if re.search(r"(\[|\b)(ms|msec|millisec)", unit):
+            exposure /= 1000.0
+        if not (0 <= exposure <= MAX_EXPOSURE_S) or not np.isfinite(exposure):
+            raise InputError(f"{path}: {k} = {header[k]} s is not a duration of 0-{MAX_EXPOSURE_S:.0f} s "
+                             f"(in milliseconds? the mid-time DATE-OBS + {k}/2 would move by "
+                             f"{exposure / 2 / 86400:.2f} days); fix the header or give the time with --mjd")
+        return exposure
     return None
 
 
-def read_image(path, *, beam=None, mjd=None, check_unit=True) -> RadioImage:
-    """Read a FITS image (2-D, or 3/4-D with FREQ/STOKES axes: the first plane is used).
+def _obs_time(header, mjd=None, path="image") -> tuple[float, float | None]:
+    """Observation mid-time (MJD, UTC) and exposure (s), with sanity checks (see the module docstring)."""
+    exposure = _exposure(header, path)
+    if mjd is not None:
+        return float(mjd), exposure
+    scale = str(header.get("TIMESYS", "UTC")).strip().lower()
+    scale = scale if scale in ("utc", "tai", "tt") else "utc"
+    start = date = None
+    if "MJD-OBS" in header:
+        try:
+            start = Time(float(header["MJD-OBS"]), format="mjd", scale=scale)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{path}: cannot parse MJD-OBS {header['MJD-OBS']!r}") from exc
+    if "DATE-OBS" in header and str(header["DATE-OBS"]).strip():
+        try:
+            date = Time(str(header["DATE-OBS"]).strip(), scale=scale)
+        except ValueError as exc:
+            raise InputError(f"{path}: cannot parse DATE-OBS {header['DATE-OBS']!r}: {exc}") from exc
+    if start is not None and date is not None and "T" in str(header["DATE-OBS"]):
+        diff = abs(start.utc.mjd - date.utc.mjd) * 86400.0
+        if diff > TIME_TOLERANCE_S:
+            raise InputError(f"{path}: MJD-OBS = {header['MJD-OBS']} ({start.utc.isot}) contradicts DATE-OBS = "
+                             f"{header['DATE-OBS']} by {diff:.0f} s; fix the header or give the time with --mjd")
+    start = start if start is not None else date
+    if start is None:
+        raise InputError(f"{path}: image has no observation time (MJD-OBS or DATE-OBS); give one with --mjd")
+    now = Time.now().utc.mjd
+    if start.utc.mjd > now + FUTURE_SLACK_DAYS:
+        raise InputError(f"{path}: observation time {start.utc.isot} (DATE-OBS/MJD-OBS) is in the future; "
+                         "fix the header or give the time with --mjd")
+    mid = start.utc.mjd + (exposure / 2.0 / 86400.0 if exposure else 0.0)
+    return float(mid), exposure
 
-    Raises InputError with a clear message for unreadable files, no celestial WCS, missing beam or time,
-    a BUNIT other than Jy/beam (a missing BUNIT is taken as Jy/beam), or an image with no finite pixels.
-    ``beam`` (bmaj_deg, bmin_deg, bpa_deg) and ``mjd`` (observation mid-time) override the header.
+
+def _n_wcs_axes(header) -> int:
+    n = max(int(header.get("NAXIS", 0)), int(header.get("WCSAXES", 0)))
+    return max([n] + [int(k[5:]) for k in header if re.fullmatch(r"CTYPE\d+", k)])
+
+
+def spectral_axis(header) -> int | None:
+    """1-based FITS axis number of the spectral axis, on any WCS axis (NAXIS=2 with WCSAXES=4 included)."""
+    for ax in range(1, _n_wcs_axes(header) + 1):
+        ctype = str(header.get(f"CTYPE{ax}", "")).strip().upper()
+        if ctype[:4] in ("FREQ", "VOPT", "VRAD", "VELO", "FELO", "ZOPT", "WAVE"):
+            return ax
+    return None
+
+
+def _restfrq(header) -> float | None:
+    for k in ("RESTFRQ", "RESTFREQ"):
+        if k in header:
+            try:
+                v = float(header[k])
+            except (TypeError, ValueError):
+                continue
+            if v > 0:
+                return v
+    return None
+
+
+def frequency_hz(header, plane: int = 0) -> float | None:
+    """Observing frequency (Hz) of 0-based ``plane`` of the spectral axis.
+
+    FREQ axes give it directly; velocity axes (VOPT/FELO/ZOPT optical, VRAD radio, VELO relativistic) are
+    converted with RESTFRQ, or, without a usable RESTFRQ, taken from ALTRVAL (the frequency at ALTRPIX); WAVE
+    is c / lambda. Without a spectral axis: RESTFRQ/RESTFREQ/FREQ/CRVAL3 keywords, else None."""
+    ax = spectral_axis(header)
+    if ax is not None:
+        ctype = str(header[f"CTYPE{ax}"]).strip().upper()
+        pix = plane + 1.0
+        crpix = float(header.get(f"CRPIX{ax}", 1.0))
+        cdelt = float(header.get(f"CDELT{ax}", header.get(f"CD{ax}_{ax}", 0.0)) or 0.0)
+        val = float(header.get(f"CRVAL{ax}", np.nan)) + (pix - crpix) * cdelt
+        unit = str(header.get(f"CUNIT{ax}", "")).strip().lower()
+        scale = {"hz": 1.0, "khz": 1e3, "mhz": 1e6, "ghz": 1e9, "m/s": 1.0, "km/s": 1e3, "m": 1.0,
+                 "cm": 1e-2, "mm": 1e-3}.get(unit, 1.0)
+        val *= scale
+        rest = _restfrq(header)
+        kind = ctype[:4]
+        if kind == "FREQ":
+            f = val
+        elif kind == "WAVE":
+            f = C_M_S / val if val > 0 else np.nan
+        elif rest is not None:
+            beta = val / C_M_S
+            if kind in ("VOPT", "FELO"):
+                f = rest / (1.0 + beta)
+            elif kind == "ZOPT":
+                f = rest / (1.0 + val / scale)
+            elif kind == "VRAD":
+                f = rest * (1.0 - beta)
+            else:                                   # VELO: relativistic
+                f = rest * np.sqrt((1.0 - beta) / (1.0 + beta)) if abs(beta) < 1 else np.nan
+        else:
+            f = np.nan
+        if not (np.isfinite(f) and f > 0) and "ALTRVAL" in header:
+            f = float(header["ALTRVAL"])
+            if pix != float(header.get("ALTRPIX", 1.0)):
+                f = np.nan                          # ALTRVAL is the frequency of ALTRPIX only
+        return float(f) if np.isfinite(f) and f > 0 else None
+    for k in ("RESTFRQ", "RESTFREQ", "FREQ", "ALTRVAL"):
+        if k in header:
+            try:
+                v = float(header[k])
+            except (TypeError, ValueError):
+                continue
+            if v > 0:
+                return v
+    return None
+
+
+def _freq(header) -> float | None:
+    return frequency_hz(header)
+
+
+def _select_plane(data: np.ndarray, header, path, plane: int | None) -> tuple[np.ndarray, int | None]:
+    """The 2-D Stokes I image of a 2-4-D array: degenerate axes dropped, Stokes I chosen on a Stokes axis,
+    a spectral axis with several planes needs ``plane`` (0-based) or the image is refused."""
+    nd = data.ndim
+    chosen = None
+    index = []
+    # numpy axis k corresponds to FITS axis nd - k
+    for k in range(nd - 2):
+        ax = nd - k
+        n = data.shape[k]
+        ctype = str(header.get(f"CTYPE{ax}", "")).strip().upper()
+        if n == 1:
+            index.append(0)
+        elif ctype.startswith("STOKES"):
+            crval, cdelt = float(header.get(f"CRVAL{ax}", 1)), float(header.get(f"CDELT{ax}", 1))
+            crpix = float(header.get(f"CRPIX{ax}", 1))
+            codes = crval + (np.arange(1, n + 1) - crpix) * cdelt
+            hit = np.flatnonzero(np.isclose(codes, 1.0))
+            if not hit.size:
+                raise InputError(f"{path}: STOKES axis (CTYPE{ax}) has no Stokes I plane")
+            index.append(int(hit[0]))
+        else:
+            if plane is None:
+                raise InputError(f"{path}: a cube with {n} planes on axis {ax} ({ctype or 'unnamed'}); measure one "
+                                 f"plane with plane=K (0..{n - 1}) or give the frequency-averaged (MFS) image")
+            if not 0 <= plane < n:
+                raise InputError(f"{path}: plane {plane} is outside axis {ax} ({ctype}), which has {n} planes")
+            index.append(int(plane))
+            chosen = int(plane)
+    return data[tuple(index)] if index else data, chosen
+
+
+def read_header(path):
+    """Header of the first image HDU (no pixel data read)."""
+    path = Path(path)
+    try:
+        with fits.open(path, memmap=True) as hdul:
+            for h in hdul:
+                if h.header.get("NAXIS", 0) >= 2 and (h.is_image if hasattr(h, "is_image") else True):
+                    return h.header.copy()
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise InputError(f"{path}: not a readable FITS image ({exc})") from exc
+    raise InputError(f"{path}: no image data in any HDU")
+
+
+def _celestial_wcs(header, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wfull = WCS(header)
+        except Exception as exc:  # noqa: BLE001 - astropy raises many kinds here
+            raise InputError(f"{path}: invalid WCS ({exc})") from exc
+    if not wfull.has_celestial:
+        raise InputError(f"{path}: no celestial WCS (RA/DEC axes) in the header")
+    return wfull.celestial
+
+
+def pixel_scale_deg(wcs) -> tuple[float, float]:
+    """(smallest, largest) pixel size in deg along the celestial axes."""
+    m = np.abs(wcs.pixel_scale_matrix)
+    sizes = np.sqrt((m ** 2).sum(axis=0))
+    return float(sizes.min()), float(sizes.max())
+
+
+def check_beam(bmaj, bmin, wcs, path, source="BMAJ/BMIN") -> None:
+    """Beam sanity in pixels: positive, at least MIN_BEAM_PIX, at most MAX_BEAM_PIX (a unit error)."""
+    if not (np.isfinite(bmaj) and np.isfinite(bmin) and bmaj > 0 and bmin > 0):
+        raise InputError(f"{path}: beam must be positive, got BMAJ={bmaj} BMIN={bmin}")
+    small, large = pixel_scale_deg(wcs)
+    maj_pix = bmaj / small
+    if maj_pix > MAX_BEAM_PIX:
+        raise InputError(f"{path}: {source} = {bmaj:g} deg is {maj_pix:.3g} pixels of {small * 3600:.3g} arcsec; "
+                         "beam keywords must be in degrees (arcsec given?)")
+    if bmin / large < MIN_BEAM_PIX:
+        raise InputError(f"{path}: {source} minor axis {bmin:g} deg is {bmin / large:.2f} pixels of "
+                         f"{large * 3600:.3g} arcsec, less than {MIN_BEAM_PIX} pixel: the image cannot be "
+                         "measured (degrees expected; is the beam in radians or the pixel size wrong?)")
+
+
+def image_identity(header, path, *, beam=None, mjd=None, kind: str = "image", plane: int | None = None):
+    """(telescope, ra_center, dec_center, mjd, freq_hz) of an image from its header alone (cheap)."""
+    wcs = _celestial_wcs(header, path)
+    nx, ny = int(header.get("NAXIS1", 0)), int(header.get("NAXIS2", 0))
+    ra_c, dec_c = wcs.all_pix2world([(nx - 1) / 2.0], [(ny - 1) / 2.0], 0)
+    t, _ = _obs_time(header, mjd, path)
+    tel = str(header.get("TELESCOP", "")).strip() or None
+    return tel, float(ra_c[0]) % 360.0, float(dec_c[0]), t, frequency_hz(header, plane or 0)
+
+
+def read_image(path, *, beam=None, mjd=None, check_unit=True, plane: int | None = None) -> RadioImage:
+    """Read a FITS image (2-D, or 3/4-D: degenerate axes dropped, Stokes I chosen; a cube with several
+    spectral planes needs ``plane``).
+
+    Raises InputError with a clear message for unreadable files, no celestial WCS, missing or absurd beam
+    (see ``check_beam``), missing or inconsistent time (see ``_obs_time``), a BUNIT other than Jy/beam (a
+    missing BUNIT is taken as Jy/beam), or an image with no valid pixels. Pseudo-blank pixels (constant runs,
+    near-zero fill) are set to NaN. ``beam`` (bmaj_deg, bmin_deg, bpa_deg) and ``mjd`` (observation mid-time)
+    override the header.
     """
     path = Path(path)
+    header = read_header(path)
+    # everything that can be checked from the header is checked before the pixels are read
+    wcs = _celestial_wcs(header, path)
+    bmaj, bmin, bpa = _beam(header, beam)
+    check_beam(bmaj, bmin, wcs, path, "--beam" if beam is not None else "BMAJ/BMIN")
+    mjd, exposure = _obs_time(header, mjd, path)
     try:
         with fits.open(path, memmap=False) as hdul:
             hdu = next((h for h in hdul if getattr(h, "data", None) is not None and h.data.ndim >= 2), None)
@@ -148,34 +432,30 @@ def read_image(path, *, beam=None, mjd=None, check_unit=True) -> RadioImage:
         raise
     except (OSError, ValueError, TypeError, IndexError) as exc:
         raise InputError(f"{path}: not a readable FITS image ({exc})") from exc
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        try:
-            wfull = WCS(header)
-        except Exception as exc:  # noqa: BLE001 - astropy raises many kinds here
-            raise InputError(f"{path}: invalid WCS ({exc})") from exc
-    if not wfull.has_celestial:
-        raise InputError(f"{path}: no celestial WCS (RA/DEC axes) in the header")
-    while data.ndim > 2:
-        data = data[0]
+    data, plane = _select_plane(data, header, path, plane)
     bunit = str(header.get("BUNIT", "")).strip().upper().replace(" ", "")
     if check_unit and bunit and bunit not in ("JY/BEAM", "JY/BM", "JANSKY/BEAM", "JYBEAM-1", "JY.BEAM-1", "BEAM-1JY"):
         raise InputError(f"{path}: BUNIT is {header.get('BUNIT')!r}; forced photometry needs Jy/beam images")
     if not np.isfinite(data).any():
         raise InputError(f"{path}: image has no finite pixels (all NaN/blank)")
-    bmaj, bmin, bpa = _beam(header, beam)
-    if not (bmaj > 0 and bmin > 0):
-        raise InputError(f"{path}: beam must be positive, got BMAJ={bmaj} BMIN={bmin}")
-    mjd, exposure = _obs_time(header, mjd)
-    wcs = wfull.celestial
+    blank = pseudo_blank_mask(data, bmin / pixel_scale_deg(wcs)[1])
+    n_blank = int(blank.sum())
+    if n_blank:
+        data[blank] = np.nan
+        if not np.isfinite(data).any():
+            raise InputError(f"{path}: image has no valid pixels (all blank, constant or zero)")
     ny, nx = data.shape
     ra_c, dec_c = wcs.all_pix2world([(nx - 1) / 2.0], [(ny - 1) / 2.0], 0)
     rms = robust_rms(data)
     if not (rms > 0):
         raise InputError(f"{path}: image rms is {rms}; the image is constant or empty")
+    floor = noise_floor(data, bmaj / pixel_scale_deg(wcs)[0])
+    floor = min(floor, rms) if np.isfinite(floor) and floor > 0 else rms
     return RadioImage(path=path, data=data, wcs=wcs, bmaj_deg=bmaj, bmin_deg=bmin, bpa_deg=bpa, mjd=mjd,
-                      exposure_s=exposure, freq_hz=_freq(header), rms_jyb=rms,
-                      ra_center_deg=float(ra_c[0]) % 360.0, dec_center_deg=float(dec_c[0]))
+                      exposure_s=exposure, freq_hz=frequency_hz(header, plane or 0), rms_jyb=rms,
+                      ra_center_deg=float(ra_c[0]) % 360.0, dec_center_deg=float(dec_c[0]),
+                      telescope=str(header.get("TELESCOP", "")).strip() or None, noise_floor_jyb=floor,
+                      n_blank=n_blank, plane=plane)
 
 
 def read_noise_map(path, shape) -> np.ndarray:

@@ -10,7 +10,15 @@ Errors: ``peak_err_jyb`` = local rms x the matched-filter noise factor. For imag
 on the scale of the restoring beam (restored interferometric images: ``noise_corr="beam"``, the default)
 the factor is sqrt(K^T R K) / (K^T K) with R the beam-shaped noise correlation, close to 1.15 for a
 well-sampled beam; for white pixel noise (``noise_corr="white"``) it is 1/sqrt(sum K^2).
-The local rms comes from a sigma-clipped annulus around each source, or from a noise map when given.
+The local rms comes from a sigma-clipped annulus of valid (finite) pixels around each source, or from a noise
+map when given, and never goes below ``rms_floor`` (the image's noise floor): a pseudo-blank area cannot make
+an error bar smaller than the image's real noise.
+
+Undersampled beams (minor-axis FWHM below ``UNDERSAMPLED_FWHM_PIX`` pixels): the kernel is the beam integrated
+over each pixel (supersampled), which is what an image of the sky holds when the beam is narrower than a pixel,
+so fluxes do not inflate off pixel centres; such sources are flagged ``undersampled``. Blend members that the
+image cannot separate (the joint fit's error inflation above ``MAX_BLEND_INFLATION``, e.g. two positions in
+one pixel) get a NaN flux and the ``unresolved`` flag instead of +-1e6 Jy from a near-singular solve.
 """
 from __future__ import annotations
 
@@ -30,9 +38,13 @@ FLAG_EDGE = 1        # the fitting box reaches past the image edge
 FLAG_NAN = 2         # blanked (NaN) pixels in the fitting box; flux is NaN when the core is blanked
 FLAG_BLENDED = 4     # fitted jointly with a neighbour closer than blend_beams x FWHM
 FLAG_OUTSIDE = 8     # position outside the image: not measured
-FLAG_LOWRMS = 16     # local rms not measurable from the annulus: the image rms was used
+FLAG_LOWRMS = 16     # local rms not measurable from the annulus, or below the image's noise floor: floor used
+FLAG_UNDERSAMPLED = 32   # beam narrower than UNDERSAMPLED_FWHM_PIX: pixel-integrated kernel
+FLAG_UNRESOLVED = 64     # blend members the image cannot separate: flux NaN
 FLAGS = {"edge": FLAG_EDGE, "nan": FLAG_NAN, "blended": FLAG_BLENDED, "outside": FLAG_OUTSIDE,
-         "lowrms": FLAG_LOWRMS}
+         "lowrms": FLAG_LOWRMS, "undersampled": FLAG_UNDERSAMPLED, "unresolved": FLAG_UNRESOLVED}
+UNDERSAMPLED_FWHM_PIX = 2.0
+MAX_BLEND_INFLATION = 10.0
 
 
 @dataclass
@@ -75,8 +87,9 @@ def _quad(cinv: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
 
 
 def _annulus_rms(data, ix, iy, r_in, r_out, fallback, step=1, chunk_values=20_000_000):
-    """Sigma-clipped (3 sigma, MAD) rms of the pixels r_in <= r < r_out around each source, sampled every
-    ``step`` pixels (noise is correlated over a beam, so a sparser grid loses no independent samples)."""
+    """Sigma-clipped (3 sigma, MAD) rms of the finite pixels r_in <= r < r_out around each source, sampled
+    every ``step`` pixels (noise is correlated over a beam, so a sparser grid loses no independent samples).
+    Fewer than 20 finite pixels: ``fallback`` and the low flag."""
     R = int(np.ceil(r_out))
     off = np.arange(-R, R + 1)
     oy, ox = np.meshgrid(off, off, indexing="ij")
@@ -101,6 +114,17 @@ def _annulus_rms(data, ix, iy, r_in, r_out, fallback, step=1, chunk_values=20_00
     return out, low
 
 
+def _pixel_integrated(cinv, dx, dy, sigma_min_pix) -> np.ndarray:
+    """The peak-1 beam averaged over each pixel (pixel centre offsets dx, dy), by supersampling."""
+    sub = int(np.clip(np.ceil(3.0 / max(sigma_min_pix, 1e-3)), 5, 25))
+    grid = (np.arange(sub) + 0.5) / sub - 0.5
+    acc = np.zeros(np.broadcast(dx, dy).shape)
+    for oy in grid:
+        for ox in grid:
+            acc += np.exp(-0.5 * _quad(cinv, dx + ox, dy + oy))
+    return acc / (sub * sub)
+
+
 def _correlated_noise_factor(K: np.ndarray, cinv: np.ndarray) -> np.ndarray:
     """sqrt(K^T R K) / (K^T K) with R(delta) = exp(-delta^T Cinv delta / 2), the beam-shaped correlation."""
     n, m, _ = K.shape
@@ -116,12 +140,14 @@ def _correlated_noise_factor(K: np.ndarray, cinv: np.ndarray) -> np.ndarray:
 
 def forced_photometry(data: np.ndarray, x: np.ndarray, y: np.ndarray, beam_cov_pix: np.ndarray, *,
                       noise_map: np.ndarray | None = None, image_rms: float | None = None,
+                      rms_floor: float | None = None,
                       blend_beams: float = 1.5, noise_corr: str = "beam",
                       annulus_beams: tuple[float, float] = (2.0, 5.0)) -> PhotometryResult:
     """Measure peak fluxes (Jy/beam) of sources at pixel positions (x, y) (0-based, x along columns).
 
     ``beam_cov_pix`` is (2, 2) or (n, 2, 2) (see ``beam_covariance_pix``). ``noise_map`` (same shape as
-    ``data``, Jy/beam) replaces the annulus rms and weights pixels by 1/rms^2.
+    ``data``, Jy/beam) replaces the annulus rms and weights pixels by 1/rms^2. ``rms_floor`` (Jy/beam): no
+    local rms below it (default: no floor); rms values raised to it are flagged ``lowrms``.
     """
     if noise_corr not in ("beam", "white"):
         raise ValueError("noise_corr must be 'beam' or 'white'")
@@ -161,7 +187,13 @@ def forced_photometry(data: np.ndarray, x: np.ndarray, y: np.ndarray, beam_cov_p
     iy = np.rint(ys).astype(np.int64)
     px = ix[:, None, None] + off[None, None, :]
     py = iy[:, None, None] + off[None, :, None]
+    fwhm_min = np.sqrt(np.linalg.eigvalsh(cs)[:, 0]) / FWHM_TO_SIGMA
+    undersampled = fwhm_min < UNDERSAMPLED_FWHM_PIX
     K = np.exp(-0.5 * _quad(cinv, px - xs[:, None, None], py - ys[:, None, None]))
+    if undersampled.any():
+        u = np.flatnonzero(undersampled)
+        K[u] = _pixel_integrated(cinv[u], px[u] - xs[u, None, None], py[u] - ys[u, None, None],
+                                 float(fwhm_min[u].min()) * FWHM_TO_SIGMA)
 
     inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
     d = np.where(inside, data[np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1)], np.nan)
@@ -227,9 +259,18 @@ def forced_photometry(data: np.ndarray, x: np.ndarray, y: np.ndarray, beam_cov_p
                 inflate_g = np.ones(Mg.shape[0])
                 inflate_g[idx] = np.sqrt(np.maximum(minv_ii * Mg.diagonal()[idx], 1.0))
                 inflate[good] = inflate_g
-        except RuntimeError:                        # exactly degenerate blend: fall back to matched filter
-            amp_g = b[good] / diag[good]
+        except RuntimeError:                        # exactly degenerate blend: isolated sources keep the
+            amp_g = b[good] / diag[good]            # matched filter, the blends become unresolved below
+            inflate[good & blended] = np.inf
         amp[good] = amp_g
+    # members of blends the image cannot separate: no flux rather than a near-singular +-1e6 Jy
+    unresolved = blended & ~(inflate <= MAX_BLEND_INFLATION)
+    if unresolved.any():
+        bad_groups = np.unique(label[unresolved])
+        unresolved = np.isin(label, bad_groups) & blended
+        amp[unresolved] = np.nan
+        sub_flags[unresolved] |= FLAG_UNRESOLVED
+    sub_flags[undersampled] |= FLAG_UNDERSAMPLED
 
     # --- errors and chi2
     if noise_map is not None:
@@ -240,6 +281,9 @@ def forced_photometry(data: np.ndarray, x: np.ndarray, y: np.ndarray, beam_cov_p
         r_in, r_out = (annulus_beams[0] * fwhm_maj.max(), annulus_beams[1] * fwhm_maj.max())
         local, low = _annulus_rms(data, ix, iy, max(r_in, h + 1.0), max(r_out, h + 6.0), image_rms,
                                   step=max(1, int(fwhm_maj.min() / 2.5)))
+    if rms_floor is not None and np.isfinite(rms_floor) and rms_floor > 0:
+        low = low | (local < 0.5 * rms_floor)       # far below the floor: pseudo-blank or fill nearby
+        local = np.maximum(local, rms_floor)
     sub_flags[low] |= FLAG_LOWRMS
     if noise_corr == "beam":
         factor = _correlated_noise_factor(np.where(valid, K, 0.0), cinv)

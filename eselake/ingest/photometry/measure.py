@@ -14,25 +14,59 @@ import pyarrow as pa
 from eselake import __version__
 from eselake.errors import EselakeError, InputError
 from eselake.ingest.catalogs.catalog import cone_mask, separation_deg
-from eselake.ingest.photometry.fitsimage import read_image, read_noise_map
+from eselake.ingest.photometry.fitsimage import image_identity, read_header, read_image, read_noise_map
 from eselake.ingest.parallel import run_jobs
 from eselake.ingest.photometry.kernel import beam_covariance_pix, forced_photometry
 from eselake.lake import Lake
-from eselake.lake.layout import image_id_for
+from eselake.lake.layout import observation_id
 
 PIPELINE_VERSION = f"eselake-{__version__}"
-# CASA / WSClean by-products that are not sky images: psf, residual, model, primary beam, weights
-_NOT_SKY = re.compile(r"(^|[._-])(psf|residual|model|pb|sumwt|weight|weights|beam|mask|dirty)([._-]|$)",
-                      re.I)
+
+# Product names of the imagers (see the README, "Forced photometry"):
+#   WSClean  <name>[-MFS|-NNNN][-I]-image.fits       restored image (flat noise, not primary-beam corrected)
+#            <name>...-image-pb.fits                 restored image, primary-beam corrected  <- preferred
+#            -residual[-pb], -model[-pb], -psf, -dirty, -beam-N / -beam-I  by-products (skipped)
+#   CASA     <name>.image.fits / .image.tt0.fits     restored image (flat noise)
+#            <name>.pbcor.fits / .image.pbcor.fits   primary-beam corrected                  <- preferred
+#            .pb, .psf, .residual, .model, .sumwt, .weight, .mask, .alpha, .image.tt1/tt2  by-products
+#   eselake  tile.image.fits, tile.pbcor.fits (preferred), tile.pb.fits
+_WSCLEAN_PB = re.compile(r"-image-pb$", re.I)
+_PBCOR = re.compile(r"([._-])(image[._-])?pbcor(\.tt0)?$|-image-pb$", re.I)
+_IMAGE = re.compile(r"([._-])image(\.tt0)?$", re.I)
+_NOT_SKY = re.compile(r"(^|[._-])(psf|residual|model|pb|sumwt|weight|weights|beam|mask|dirty|alpha|spix|"
+                      r"tt[1-9]|rms|noise|bkg|background|flux|pbcoverage|avgpb)([._-]|$)", re.I)
+_RANK = {"pbcor": 0, "sky": 1, "image": 2}
+
+
+def product_kind(path) -> str | None:
+    """'pbcor' (primary-beam corrected), 'image' (restored, flat noise, not pb-corrected), 'sky' (any other
+    FITS image), or None for imager by-products (psf, residual, model, pb, beam, dirty, weights, ...)."""
+    name = Path(path).name.lower()
+    if not name.endswith((".fits", ".fit", ".fts")):
+        return None
+    stem = name.rsplit(".", 1)[0]
+    if _PBCOR.search(stem):
+        return "pbcor"
+    if _IMAGE.search(stem):
+        return "image"
+    if _NOT_SKY.search(stem):
+        return None
+    return "sky"
+
+
+def observation_stem(path) -> str:
+    """The name an imager's products of one observation share: 'tile' for tile.image.fits/tile.pbcor.fits,
+    'obs' for obs-image.fits/obs-image-pb.fits."""
+    stem = Path(path).name.rsplit(".", 1)[0]
+    for pat in (_PBCOR, _IMAGE):
+        stem = pat.sub("", stem)
+    return stem
 
 
 def is_sky_image(path: Path) -> bool:
-    """True for FITS sky images; False for psf/residual/model/pb/sumwt/weight by-products."""
-    name = path.name.lower()
-    if not name.endswith((".fits", ".fit", ".fts")):
-        return False
-    stem = name.rsplit(".", 1)[0]
-    return _NOT_SKY.search(stem) is None
+    """True for FITS sky images (restored or primary-beam corrected); False for psf/residual/model/pb/beam/
+    dirty/sumwt/weight by-products."""
+    return product_kind(path) is not None
 
 
 @dataclass
@@ -75,20 +109,25 @@ def _as_sources(sources) -> pa.Table:
 def measure_image(lake: Lake, fits_path, *, catalog: str = "nvss", sources=None,
                   min_flux_mjy: float | None = None, radius_deg: float | None = None,
                   beam: tuple[float, float, float] | None = None, mjd: float | None = None, noise_map=None, kind: str = "image",
-                  noise_corr: str = "beam", skip_existing: bool = False, write: bool = True) -> MeasureResult:
+                  noise_corr: str = "beam", skip_existing: bool = False, write: bool = True,
+                  plane: int | None = None) -> MeasureResult:
     """Measure every catalogue source in the field of ``fits_path`` and commit the rows to ``lake``.
 
     Sources come from ``sources`` (table with source_id, ra_deg, dec_deg[, flux_mjy]) or from the lake's
     ``catalog`` (NVSS by default), optionally brighter than ``min_flux_mjy`` and within ``radius_deg`` of the
     image centre (mosaics). ``beam`` = (bmaj_deg, bmin_deg, bpa_deg) for images without beam keywords,
     ``mjd`` for images without an observation time.
-    Re-measuring an image replaces its earlier rows; with ``skip_existing`` an unchanged image already in
-    the lake is skipped.
+    ``plane`` selects one plane of a cube (cubes with several planes are refused without it).
+    The image is identified by its observation (telescope, field centre, mid-time, frequency, kind; see
+    ``eselake.lake.layout.observation_id``), read from the header: re-measuring it, from this or any other
+    folder, replaces its earlier rows; with ``skip_existing`` an unchanged image already in the lake is
+    skipped after reading only its header.
     """
     path = Path(fits_path).absolute()
-    image_id = image_id_for(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    header = read_header(path)
+    image_id = observation_id(*image_identity(header, path, beam=beam, mjd=mjd, kind=kind, plane=plane), kind)
     # with skip_existing, one process measures an image at a time; the others wait, then find it done
     guard = lake.lock(f"measure-{image_id}") if skip_existing and write else contextlib.nullcontext()
     with guard:
@@ -99,8 +138,14 @@ def measure_image(lake: Lake, fits_path, *, catalog: str = "nvss", sources=None,
                     and done.get("pipeline_version") == PIPELINE_VERSION:
                 return MeasureResult(image_id, path, done.get("n_sources") or 0, mjd=done.get("mjd"), skipped=True)
 
-        img = read_image(path, beam=beam, mjd=mjd)
-        noise = read_noise_map(noise_map, img.shape) if noise_map is not None else None
+        img = read_image(path, beam=beam, mjd=mjd, plane=plane)
+        floor = img.noise_floor_jyb
+        if noise_map is None:
+            noise, declared = declared_noise(path, header, img.shape)
+            floor = declared if declared is not None else floor
+        else:
+            noise = read_noise_map(noise_map, img.shape)
+            floor = 0.1 * floor if floor else None      # the user's map may know better; only absurd values
         search = radius_deg if radius_deg is not None else img.footprint_radius_deg()
         if sources is None:
             dec_lo, dec_hi = img.dec_center_deg - search, img.dec_center_deg + search
@@ -123,7 +168,7 @@ def measure_image(lake: Lake, fits_path, *, catalog: str = "nvss", sources=None,
         jac = img.jacobian_pix_per_deg(ra, dec)
         cov = beam_covariance_pix(img.bmaj_deg, img.bmin_deg, img.bpa_deg, jac)
         res = forced_photometry(img.data, x, y, cov, noise_map=noise, image_rms=img.rms_jyb,
-                                noise_corr=noise_corr)
+                                rms_floor=floor, noise_corr=noise_corr)
         n = idx.size
         table = pa.table({
             "source_id": cand.column("source_id").take(pa.array(idx, pa.int64())),
@@ -149,6 +194,33 @@ def measure_image(lake: Lake, fits_path, *, catalog: str = "nvss", sources=None,
                              measurements=pl.from_arrow(table))
 
 
+def declared_noise(path: Path, header, shape) -> tuple[np.ndarray | None, float | None]:
+    """The noise the image's header declares: NOISEMAP (a noise-map file beside the image, as the radio chain
+    writes for its .pbcor images), else a uniform NOISE (Jy/beam, thermal rms of a flat-noise image).
+    Returns (noise map or None, noise level at the pointing centre or None)."""
+    level = header.get("NOISE")
+    try:
+        level = float(level) if level is not None else None
+    except (TypeError, ValueError):
+        level = None
+    level = level if level is not None and np.isfinite(level) and level > 0 else None
+    name = str(header.get("NOISEMAP", "")).strip()
+    if name:
+        mp = path.parent / name
+        if mp.is_file():
+            return read_noise_map(mp, shape), level
+    if level is not None:
+        return np.full(shape, level), level
+    return None, None
+
+
+def image_id_of(path, *, beam=None, mjd=None, kind: str = "image", plane: int | None = None) -> str:
+    """The observation id of a FITS image, from its header alone."""
+    header = read_header(path)
+    tel, ra, dec, t, f = image_identity(header, path, beam=beam, mjd=mjd, kind=kind, plane=plane)
+    return observation_id(tel, ra, dec, t, f, kind)
+
+
 def _measure_worker(lake_path: str, fits_path: str, kwargs: dict):
     try:
         r = measure_image(Lake(lake_path), fits_path, **kwargs)
@@ -161,17 +233,44 @@ def _measure_worker(lake_path: str, fits_path: str, kwargs: dict):
 
 
 def find_images(image_dir, pattern: str = "*.fits") -> list[Path]:
-    """Sky images under ``image_dir`` (recursively), without psf/residual/model/pb by-products."""
+    """Sky images under ``image_dir`` (recursively), one per observation: imager by-products (psf, residual,
+    model, pb, beam, ...) are skipped, and of the products of one observation (same folder and product stem,
+    or the same observation id in the header) the primary-beam-corrected image is kept
+    (``*.pbcor.fits``, ``*-image-pb.fits``) rather than the flat-noise ``*.image.fits`` / ``*-image.fits``."""
     root = Path(image_dir)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
-    return sorted(p for p in root.rglob(pattern) if p.is_file() and is_sky_image(p))
+    return one_per_observation(p for p in root.rglob(pattern) if p.is_file() and is_sky_image(p))
+
+
+def one_per_observation(paths: Iterable[Path]) -> list[Path]:
+    """Keep one image per observation, preferring pbcor > other sky images > flat-noise restored images.
+    Observations are matched by folder + product stem, then by the header's observation id (files whose
+    header cannot be read are kept, so that they are reported when measured)."""
+    best: dict[tuple, Path] = {}
+    for p in sorted(Path(x) for x in paths):
+        kind = product_kind(p) or "sky"
+        key = ("stem", str(p.parent), observation_stem(p)) if kind != "sky" else ("file", str(p))
+        if key not in best or _RANK[kind] < _RANK[product_kind(best[key]) or "sky"]:
+            best[key] = p
+    by_id: dict[str, Path] = {}
+    out = []
+    for p in sorted(best.values()):
+        try:
+            oid = image_id_of(p)
+        except EselakeError:
+            out.append(p)
+            continue
+        if oid not in by_id or _RANK[product_kind(p) or "sky"] < _RANK[product_kind(by_id[oid]) or "sky"]:
+            by_id[oid] = p
+    return sorted(out + list(by_id.values()))
 
 
 def measure_batch(lake: Lake, paths: Iterable[Path], *, workers: int = 1,
                   on_done: Callable[[str, MeasureResult | None, str | None], None] | None = None,
                   scheduler=None, **kwargs) -> tuple[list[MeasureResult], dict[str, str]]:
-    """Measure many images (in ``workers`` processes). A failing image is reported in the returned
+    """Measure many images (in ``workers`` processes, or as tasks on the Dask ``scheduler``, see
+    :func:`eselake.ingest.parallel.run_jobs`). A failing image is reported in the returned
     ``errors`` dict (path -> message) and does not stop or affect the others."""
     paths = [str(Path(p).absolute()) for p in paths]
     done, errors = [], {}

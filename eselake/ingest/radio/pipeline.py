@@ -134,16 +134,22 @@ def process_tile(lake_path: str, plan: TilePlan, products: str, cal_tables: list
 
 
 def _done(lake, products: Path, plan: TilePlan) -> bool:
-    from eselake.lake.layout import image_id_for
+    from eselake.ingest.photometry.measure import image_id_of
     pbcor = products / plan.folder_name / "tile.pbcor.fits"
-    return pbcor.exists() and lake.committed_image(image_id_for(pbcor)) is not None
+    if not pbcor.exists():
+        return False
+    try:
+        return lake.committed_image(image_id_of(pbcor)) is not None
+    except EselakeError:                    # unreadable product of an interrupted run: redo the tile
+        return False
 
 
 def ingest_uvh5(lake, uvh5_dir, products, *, calibrators, catalog: str = "nvss", dec_deg: float | None = None,
                 workers: int = 1, imager: str = "auto", fov_deg: float = 3.0, niter: int = 2000,
                 min_flux_mjy: float | None = None, force: bool = False,
                 on_result: Callable[[TileResult, int, int], None] | None = None, scheduler=None) -> list[TileResult]:
-    """Ingest every complete tile of ``uvh5_dir`` not yet in the lake. Returns one result per tile."""
+    """Ingest every complete tile of ``uvh5_dir`` not yet in the lake. Returns one result per tile.
+    ``scheduler``: run the tiles as tasks on a Dask cluster (see :func:`eselake.ingest.parallel.run_jobs`)."""
     return _ingest(lake, group_tiles(uvh5_dir), lambda t, cals: tile_plan(t, dec_deg, cals), lambda t: t.tile_id,
                    products, calibrators, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), force, on_result,
                    scheduler)
