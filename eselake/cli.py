@@ -128,7 +128,7 @@ def as_of_option(f):
     import functools
 
     @click.option("--as-of", "as_of", default=None, metavar="VERSION|TIME",
-                  help="The lake as it was: a photometry table version (see `lake history`) or an ISO time")
+                  help="The lake as it was: a version of the images table (see `lake history`) or an ISO time")
     @functools.wraps(f)
     def wrapper(lake, *args, as_of=None, **kwargs):
         if as_of is not None:
@@ -281,11 +281,13 @@ def lake_upgrade(lake: Lake) -> None:
 
 
 @lake_group.command("info")
+@format_options
 @pass_lake
-def lake_info(lake: Lake) -> None:
-    """Per table: version, rows, files and bytes; derived datasets current or stale."""
-    console.print(f"lake: {lake.path}")
-    write_frame(lake.info(), "table", None)
+def lake_info(lake: Lake, fmt: str, output: str | None) -> None:
+    """Per table: version, rows, files and size; derived datasets current, stale or missing."""
+    if fmt == "table":
+        console.print(f"lake: {lake.path}")
+    write_frame(lake.info(), fmt, output)
 
 
 # ------------------------------------------------------------------------------------------ catalogues

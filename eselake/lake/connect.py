@@ -99,11 +99,11 @@ def _files_view(con: duckdb.DuckDBPyConnection, view: str, var: str, snap: Snaps
 
 
 def open_connection(snaps: dict[str, Snapshot], derived: dict[str, Snapshot] | None = None,
-                    *, sandbox_root: Path | None = None) -> duckdb.DuckDBPyConnection:
+                    *, sandbox_root: Path | None = None, until: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection over one snapshot: ``snaps`` holds the base tables, ``derived`` the
     derived datasets to read in place of their views (only those that are current). With ``sandbox_root``
     the connection is locked down for an untrusted console (no file access outside that folder, no
-    extensions, no configuration changes)."""
+    extensions, no configuration changes). ``until`` stops after that view (a refresh needs only the first ones)."""
     con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
     try:
         con.execute("SET parquet_metadata_cache = true")
@@ -115,6 +115,8 @@ def open_connection(snaps: dict[str, Snapshot], derived: dict[str, Snapshot] | N
                 con.execute(vf.text)
             except duckdb.Error as exc:
                 raise EselakeError(f"view {vf.name} ({vf.file}) failed to load: {exc}") from exc
+            if vf.name == until:
+                break
         for name, snap in (derived or {}).items():
             if snap.files:
                 con.execute(f"SET VARIABLE d_{name} = ?", [[glob_escape(f) for f in snap.files]])
@@ -150,7 +152,8 @@ def update_files(con: duckdb.DuckDBPyConnection, snaps: dict[str, Snapshot],
 
 def lock_down(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     """No file access outside ``root``, no extension installs or loads, configuration locked."""
-    con.execute("SET allowed_directories = ?", [[str(Path(root).resolve()) + "/"]])
+    real = str(Path(root).resolve()) + "/"
+    con.execute("SET allowed_directories = ?", [sorted({real, glob_escape(real)})])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
+from urllib.parse import unquote
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
@@ -42,6 +43,10 @@ def table_path(root: Path, name: str) -> Path:
     return Path(root) / name
 
 
+# delta-rs turns table paths into URLs and cannot open a folder whose path holds one of these
+UNSUPPORTED_PATH_CHARS = "[]^|\\%"
+
+
 def exists(root: Path, name: str) -> bool:
     return (table_path(root, name) / "_delta_log").is_dir()
 
@@ -50,7 +55,7 @@ def _reason(exc: BaseException) -> str:
     text = str(exc)
     low = text.lower()
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "no space left" in low:
-        return "the disk is full"
+        return "the disk is full (No space left on device)"
     if isinstance(exc, OSError) and exc.errno == errno.EROFS or "read-only file system" in low:
         return "the file system is read-only"
     if isinstance(exc, PermissionError) or "permission denied" in low:
@@ -76,14 +81,28 @@ def open_table(root: Path, name: str, as_of: int | datetime | None = None) -> De
         raise LakeError(f"cannot read table {name} of {root}: {_reason(exc)}") from exc
 
 
+def local_files(dt: DeltaTable) -> list[str]:
+    """The snapshot's data files as local paths (delta-rs gives percent-encoded URIs)."""
+    out = []
+    for uri in dt.file_uris():
+        if uri.startswith("file://"):
+            uri = uri[len("file://"):]
+        out.append(unquote(uri))
+    return out
+
+
 def snapshot(dt: DeltaTable | None, name: str) -> Snapshot:
     if dt is None:
         return Snapshot(name, -1, (), None)
-    files = tuple(sorted(dt.file_uris()))
+    files = tuple(sorted(local_files(dt)))
     meta = dt.history(1)
     ts = meta[0].get("timestamp") if meta else None
-    raw = meta[0].get("eselake.info") if meta else None
-    info = json.loads(raw) if isinstance(raw, str) else None
+    info = None
+    for h in meta if meta and meta[0].get("eselake.info") else dt.history(50):
+        if isinstance(h.get("eselake.info"), str):       # skip compaction and vacuum commits
+            if h.get("version", -1) <= dt.version():
+                info = json.loads(h["eselake.info"])
+                break
     return Snapshot(name, dt.version(), files, pa.schema(dt.schema().to_arrow()), ts, info)
 
 

@@ -182,7 +182,7 @@ def _sub_connection(snaps, refs, nights: set[str]):
     sub = dict(snaps)
     for name in ("images", "photometry"):
         sub[name] = _files_of_nights(snaps[name], nights)
-    return open_connection(sub, {"reference_baselines": refs} if refs.files else {})
+    return open_connection(sub, {"reference_baselines": refs} if refs.files else {}, until="daily_lightcurves")
 
 
 def refresh(lake, *, full: bool = False, progress: Callable[[str], None] | None = None) -> dict:
@@ -195,7 +195,7 @@ def refresh(lake, *, full: bool = False, progress: Callable[[str], None] | None 
         snaps, dsnaps = lake.snapshots(), lake.derived_snapshots()
         if snaps["images"].version < 0 or not snaps["images"].files:
             return {"mode": "none", "images": 0, "sources": 0, "seconds": time.perf_counter() - t0}
-        con = open_connection(snaps, {})
+        con = open_connection(snaps, {}, until="images")
         try:
             n_images = int(con.execute("SELECT count(*) FROM images").fetchone()[0])
         finally:
@@ -238,7 +238,7 @@ def _record(lake, snaps, name: str, **extra) -> dict:
 
 def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
     say("full refresh: reference set")
-    con = open_connection(snaps, {})
+    con = open_connection(snaps, {}, until="source_baselines")
     try:
         refs = _fetch(con, "SELECT * FROM source_baselines ORDER BY source_id")
     finally:
@@ -246,7 +246,7 @@ def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
     _commit(lake, "reference_baselines", refs, _record(lake, snaps, "reference_baselines", n_images=n_images),
             full=True)
     dsnaps = lake.derived_snapshots()
-    con = open_connection(snaps, {"reference_baselines": dsnaps["reference_baselines"]})
+    con = open_connection(snaps, {"reference_baselines": dsnaps["reference_baselines"]}, until="daily_lightcurves")
     try:
         say("full refresh: image gains")
         gains = _fetch(con, "SELECT * FROM image_gains ORDER BY night, image_id")
@@ -263,7 +263,7 @@ def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
 
 
 def _refresh_incremental(lake, snaps, dsnaps, say, t0) -> dict:
-    con = open_connection(snaps, {})
+    con = open_connection(snaps, {}, until="images")
     try:
         now = _fetch(con, "SELECT image_id, ingest_id, night FROM images")
     finally:
@@ -346,7 +346,8 @@ def _daily_connection(lake):
         con.execute("CREATE VIEW daily_all AS SELECT * EXCLUDE (month) FROM "
                     "read_parquet(getvariable('d_daily'), union_by_name = true)")
     else:
-        con.execute("CREATE VIEW daily_all AS SELECT NULL::VARCHAR AS source_id WHERE false")
+        schema = pa.schema([f for f in (snap.schema or pa.schema([])) if f.name != "month"])
+        con.register("daily_all", pa.Table.from_pylist([], schema))
     return con
 
 

@@ -45,7 +45,8 @@ def default_lake_path() -> Path:
 
 
 def parse_as_of(value) -> int | datetime | None:
-    """``--as-of``: a photometry table version (integer) or an ISO time (UTC if no zone is given)."""
+    """``--as-of``: a version of the images table (integer, see ``lake history``) or an ISO time (UTC if no
+    zone is given)."""
     if value is None or isinstance(value, (int, datetime)):
         return value.replace(tzinfo=value.tzinfo or timezone.utc) if isinstance(value, datetime) else value
     text = str(value).strip()
@@ -64,7 +65,7 @@ def parse_as_of(value) -> int | datetime | None:
 class Lake:
     """A lake folder. ``Lake(path).sql(q)`` returns a polars DataFrame from the eselake views.
 
-    ``as_of`` (a photometry table version, or a datetime / ISO time) opens the lake as it was then: every
+    ``as_of`` (a version of the images table, or a datetime / ISO time) opens the lake as it was then: every
     table at its newest version committed at or before that moment. Such a lake is read-only.
     """
 
@@ -72,6 +73,10 @@ class Lake:
         self.path = Path(path if path is not None else default_lake_path()).expanduser().absolute()
         if self.path.exists() and not self.path.is_dir():
             raise LakeError(f"lake path {self.path} is a file, not a folder")
+        bad = sorted(set(str(self.path)) & set(delta.UNSUPPORTED_PATH_CHARS))
+        if bad:
+            raise LakeError(f"lake path {self.path}: the character(s) {' '.join(bad)} cannot be used in a lake's "
+                            "path (the Delta Lake library cannot open such folders); choose another folder name")
         self.as_of = parse_as_of(as_of)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._synced: tuple | None = None
@@ -90,6 +95,9 @@ class Lake:
     def require(self) -> "Lake":
         """Raise a one-line error unless the lake exists (read commands on a mistyped --lake)."""
         if not self.exists():
+            if (self.path / "images").is_dir() or (self.path / "catalog_sources").is_dir():
+                raise LakeError(f"{self.path} is a lake of eselake 0.1 (files without a Delta log): convert it "
+                                "with `eselake lake upgrade`")
             hint = " (it exists but holds no lake tables)" if self.path.is_dir() else ""
             raise LakeError(f"no lake at {self.path}{hint}; check --lake / ESELAKE_LAKE, or create one with "
                             "`eselake init` or a first ingest")
@@ -122,13 +130,15 @@ class Lake:
         return dt
 
     def _as_of_time(self) -> datetime:
-        dt = delta.open_table(self.path, "photometry")
+        """The moment of version ``as_of`` of the images table: every ingest commits its photometry, then its
+        images rows, so an images version marks a lake state with every ingest complete."""
+        dt = delta.open_table(self.path, "images")
         if dt is None:
-            raise LakeError(f"{self.path} has no photometry table to take version {self.as_of} of")
+            raise LakeError(f"{self.path} has no images table to take version {self.as_of} of")
         for h in dt.history():
             if h.get("version") == self.as_of:
                 return datetime.fromtimestamp(h["timestamp"] / 1000.0 + 0.0005, tz=timezone.utc)
-        raise LakeError(f"the photometry table of {self.path} has no version {self.as_of} "
+        raise LakeError(f"the images table of {self.path} has no version {self.as_of} "
                         f"(newest is {dt.version()}; see `eselake lake history`)")
 
     def versions(self) -> dict[str, int]:
@@ -270,6 +280,9 @@ class Lake:
             phot = phot.drop_columns(["night"])
         phot = phot.append_column("night", pa.array([night[i] for i in phot_ids], pa.string()))
         phot = conform(phot, PHOTOMETRY_SCHEMA)
+        flags = phot.column("flags")
+        if flags.null_count:                 # rows of unknown flags are rows without flags
+            phot = phot.set_column(phot.schema.get_field_index("flags"), "flags", pc.fill_null(flags, 0))
         phot = phot.take(pc.sort_indices(phot, [("night", "ascending"), ("source_id", "ascending")]))
         img = images
         for name, value in (("ingest_id", ingest_id), ("ingested_at", now)):
@@ -370,7 +383,7 @@ class Lake:
         out = []
         for name in DATASETS:
             dt = self.table(name)
-            out.append(_table_row(name, "base", dt, "-"))
+            out.append(_table_row(name, "base", dt, "base"))
         state = derived_state(self)
         for name in _connect.DERIVED_VIEWS:
             dt = self.table(name)
@@ -380,11 +393,11 @@ class Lake:
 
 def _table_row(name: str, kind: str, dt, state: str) -> dict:
     if dt is None:
-        return {"table": name, "kind": kind, "version": None, "rows": 0, "files": 0, "bytes": 0, "state": state}
+        return {"table": name, "version": None, "rows": 0, "files": 0, "mb": 0.0, "state": state}
     acts = pa.table(dt.get_add_actions(flatten=True))
     n = acts.num_rows
     rows = int(pc.sum(acts.column("num_records")).as_py() or 0) if n and "num_records" in acts.column_names else 0
     size = int(pc.sum(acts.column("size_bytes")).as_py() or 0) if n else 0
-    return {"table": name, "kind": kind, "version": dt.version(), "rows": rows, "files": n, "bytes": size,
+    return {"table": name, "version": dt.version(), "rows": rows, "files": n, "mb": round(size / 1e6, 2),
             "state": state}
 

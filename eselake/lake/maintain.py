@@ -70,7 +70,7 @@ def check(lake, *, deep: bool = True) -> list[Finding]:
         if dt is None:
             out.append(Finding("error", "no log", str(folder), "a table folder without a readable _delta_log"))
             continue
-        referenced = {str(Path(u)) for u in dt.file_uris()}
+        referenced = {str(Path(u)) for u in delta.local_files(dt)}
         expected = DATASETS[name].schema if name in DATASETS else None
         for f in sorted(referenced):
             p = Path(f)
@@ -91,13 +91,38 @@ def check(lake, *, deep: bool = True) -> list[Finding]:
                     fld.name not in schema.names or not _compatible(schema.field(fld.name).type, fld.type))]
                 if bad:
                     out.append(Finding("error", "schema", f, f"columns missing or of the wrong type: {bad}"))
+        ever = _ever_added(folder)
         for p in _data_files(folder):
-            if str(p) not in referenced:
+            if str(p) not in referenced and str(p) not in ever:
                 out.append(Finding("leftover", "unreferenced file", str(p),
-                                   f"not in table {name} v{dt.version()} ({_age_s(p):.0f} s old; invisible)"))
+                                   f"in no version of table {name} ({_age_s(p):.0f} s old; invisible)"))
     if any(f.severity == "error" for f in out):
         return out
     out += _check_rows(lake)
+    return out
+
+
+def _ever_added(folder: Path) -> set[str]:
+    """Data files some version of the table added (kept for time travel until ``vacuum``): the add actions
+    of every commit file still in the log."""
+    import json
+    from urllib.parse import unquote
+
+    out = set()
+    for commit in (folder / "_delta_log").glob("*.json"):
+        try:
+            lines = commit.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if '"add"' not in line:
+                continue
+            try:
+                add = json.loads(line).get("add")
+            except ValueError:
+                continue
+            if add and add.get("path"):
+                out.add(str(folder / unquote(add["path"])))
     return out
 
 

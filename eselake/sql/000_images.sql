@@ -1,7 +1,7 @@
 -- view: images
--- version: 1
--- One row per committed image: the newest ingest of each image_id. An images row is the commit marker of
--- an ingest (its photometry file is written first), so rows of unfinished ingests never appear.
+-- version: 2
+-- One row per measured image (the images Delta table; one row per image_id, the newest if a lake of the old
+-- layout was upgraded with duplicates).
 CREATE OR REPLACE VIEW images AS
 SELECT * EXCLUDE (rn)
 FROM (

@@ -1,7 +1,8 @@
 -- view: measurements
--- version: 1
+-- version: 2
 -- Committed forced-photometry rows (one per source per image) with the metadata of their image.
--- Photometry files are joined on (image_id, ingest_id): rows of a superseded or unfinished ingest are hidden.
+-- Each image's rows are replaced in one Delta transaction (photometry first, then its images row), so the
+-- join is on image_id: rows of an image whose first measurement was interrupted before its images row are hidden.
 CREATE OR REPLACE VIEW measurements AS
 SELECT
     p.source_id,
@@ -30,4 +31,4 @@ SELECT
     i.ingested_at,
     i.pipeline_version
 FROM photometry_files AS p
-JOIN images AS i ON p.image_id = i.image_id AND p.ingest_id = i.ingest_id;
+JOIN images AS i ON p.image_id = i.image_id;

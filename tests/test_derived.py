@@ -1,0 +1,124 @@
+"""Derived datasets equal their views computed from scratch, after random sequences of ingests, re-ingests,
+deletions and compactions, refreshed incrementally."""
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+from click.testing import CliRunner
+from polars.testing import assert_frame_equal
+
+from eselake import Lake
+from eselake.cli import main
+from eselake.lake import maintain
+from eselake.lake.derived import refresh
+from eselake.lake.lake import fetch_arrow
+from eselake.sim.lightcurves import Dip, simulate_photometry
+
+KEYS = {"image_gains": ["image_id"], "daily_lightcurves": ["source_id", "day"],
+        "variability_stats": ["source_id"]}
+
+
+def _frame(con, view):
+    df = pl.from_arrow(fetch_arrow(con, f"SELECT * FROM {view}"))
+    drop = [c for c in ("extremes", "month") if c in df.columns]
+    return df.drop(drop).sort(KEYS[view])
+
+
+def assert_derived_equal_views(lake):
+    derived = lake.connect(derived=True)
+    scratch = lake.connect(derived=False)
+    try:
+        assert lake.stale == []
+        for view in KEYS:
+            a, b = _frame(derived, view), _frame(scratch, view)
+            assert a.height == b.height, view
+            assert_frame_equal(a.select(b.columns), b, check_exact=False, rel_tol=1e-9, abs_tol=1e-9,
+                               check_dtypes=False)
+    finally:
+        derived.close()
+        scratch.close()
+
+
+def _sim(n_images=30, seed=1):
+    return simulate_photometry(25, n_images, cadence_days=0.5, noise_jy=2e-3, frac_noise=0.02, seed=seed,
+                               dips=[Dip(3, 60004, 5, 0.4)], id_prefix="NVSS J0000+00 ")
+
+
+def _rows(sim, image_id):
+    return sim.photometry.filter(pc.equal(sim.photometry.column("image_id"), image_id))
+
+
+def test_random_sequences_keep_derived_equal_to_views(tmp_path):
+    rng = np.random.default_rng(7)
+    sim = _sim()
+    images = sim.images.to_pylist()
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images.slice(0, 12), sim.photometry.filter(
+        pc.is_in(sim.photometry.column("image_id"), sim.images.column("image_id").slice(0, 12))))
+    assert refresh(lake)["mode"] == "full"
+    assert_derived_equal_views(lake)
+    in_lake = [im["image_id"] for im in images[:12]]
+    for step in range(8):
+        op = rng.choice(["ingest", "reingest", "delete", "compact", "ingest"])
+        if op == "ingest" and len(in_lake) < len(images):
+            im = images[len(in_lake)]
+            lake.commit_image(im, _rows(sim, im["image_id"]))
+            in_lake.append(im["image_id"])
+        elif op == "reingest":
+            im = images[int(rng.integers(len(in_lake)))]
+            rows = _rows(sim, im["image_id"])
+            scaled = rows.set_column(rows.schema.get_field_index("peak_jyb"), "peak_jyb",
+                                     pc.multiply(rows.column("peak_jyb"), float(rng.uniform(0.8, 1.2))))
+            moved = dict(im, mjd=im["mjd"] + float(rng.choice([0.0, -1.0, 2.0])))   # maybe to another night
+            lake.commit_image(moved, scaled.set_column(scaled.schema.get_field_index("mjd"), "mjd",
+                                                        pa.array([moved["mjd"]] * scaled.num_rows)))
+        elif op == "delete" and len(in_lake) > 6:
+            victim = in_lake.pop(int(rng.integers(len(in_lake))))
+            assert lake.delete_images([victim]) == 1
+        elif op == "compact":
+            maintain.compact(lake)
+        res = refresh(lake)
+        assert res["mode"] in ("incremental", "current", "full"), res
+        assert_derived_equal_views(lake)
+
+
+def test_refresh_is_incremental_and_reads_derived(tmp_path):
+    sim = _sim(n_images=40, seed=3)
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images.slice(0, 36), sim.photometry.filter(
+        pc.is_in(sim.photometry.column("image_id"), sim.images.column("image_id").slice(0, 36))))
+    assert refresh(lake)["mode"] == "full"
+    im = sim.images.to_pylist()[36]
+    lake.commit_image(im, _rows(sim, im["image_id"]))
+    # before the refresh, queries compute the stale datasets from the views and say so
+    lake.sql("SELECT count(*) FROM variability_stats")
+    assert "source_stats" in lake.stale
+    res = refresh(lake)
+    assert res["mode"] == "incremental" and res["nights"] == 1
+    lake.sql("SELECT count(*) FROM variability_stats")
+    assert lake.stale == []
+    con = lake.connect()
+    sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'variability_stats'").fetchone()[0]
+    con.close()
+    assert "d_source_stats" in sql                # served from the derived dataset
+    assert refresh(lake)["mode"] == "current"
+    maintain.compact(lake)                          # compaction changes files, not data: still current
+    assert refresh(lake)["mode"] == "current"
+    info = CliRunner().invoke(main, ["--lake", str(lake.path), "lake", "info", "--format", "csv"])
+    assert info.exit_code == 0 and "source_stats" in info.output and "stale" not in info.output
+    assert_derived_equal_views(lake)
+
+
+def test_full_refresh_rederives_reference_set(tmp_path):
+    sim = _sim(n_images=20, seed=5)
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images, sim.photometry)
+    res = CliRunner().invoke(main, ["--lake", str(lake.path), "refresh", "--full"])
+    assert res.exit_code == 0 and "full refresh" in res.output, res.output
+    con = lake.connect(derived=False)
+    try:
+        refs = pl.from_arrow(fetch_arrow(con, "SELECT * FROM reference_baselines_current")).sort("source_id")
+        scratch = pl.from_arrow(fetch_arrow(con, "SELECT * FROM source_baselines")).sort("source_id")
+    finally:
+        con.close()
+    assert_frame_equal(refs, scratch, check_exact=False, rel_tol=1e-12, check_dtypes=False)

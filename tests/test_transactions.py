@@ -1,0 +1,257 @@
+"""The lake on Delta tables: the cases that lost, doubled or resurrected rows under the old file protocol."""
+import multiprocessing as mp
+import shutil
+import sqlite3
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from eselake import Lake
+from eselake.cli import main
+from eselake.errors import EselakeError
+from eselake.lake import maintain
+
+
+def _image(image_id, mjd, path=None):
+    return {"image_id": image_id, "path": path or f"/data/{image_id}.fits", "mjd": mjd, "freq_hz": 1.4e9,
+            "rms_jyb": 1e-3, "kind": "image", "ra_center_deg": 10.0, "dec_center_deg": 40.0}
+
+
+def _phot(image_id, mjd, value, n=20):
+    return pa.table({"source_id": [f"SRC {i:04d}" for i in range(n)], "image_id": [image_id] * n,
+                     "mjd": [mjd] * n, "peak_jyb": [float(value)] * n, "peak_err_jyb": [0.01] * n})
+
+
+def _values(lake, image_id):
+    return sorted(set(lake.sql("SELECT peak_jyb FROM photometry WHERE image_id = ?", [image_id])["peak_jyb"]))
+
+
+def _cli(lake, *args):
+    return CliRunner().invoke(main, ["--lake", str(lake.path), *args])
+
+
+def test_compact_then_remeasure_to_earlier_night_never_resurrects(tmp_path):
+    """compact; re-measure an image so it moves to an earlier night; add an image to its old night; compact
+    again: the old values must not come back (they did with the hand-written compaction)."""
+    lake = Lake(tmp_path / "lake")
+    for k in range(4):
+        lake.commit_image(_image(f"img{k}", 60010.5 + k), _phot(f"img{k}", 60010.5 + k, 1.0))
+    maintain.compact(lake)
+    lake.commit_image(_image("img2", 60001.5), _phot("img2", 60001.5, 2.0))      # moved to an earlier night
+    lake.commit_image(_image("img9", 60012.6), _phot("img9", 60012.6, 3.0))      # img2's old night
+    maintain.compact(lake)
+    assert _values(lake, "img2") == [2.0]
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 5 * 20
+    assert lake.sql("SELECT night FROM images WHERE image_id = 'img2'")["night"][0] == "2023-02-26"
+    assert [f for f in maintain.check(lake) if f.severity == "error"] == []
+
+
+def _remeasure(path, rounds, value):
+    lake = Lake(path)
+    for _ in range(rounds):
+        lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, value))
+
+
+def _compactor(path, rounds):
+    lake = Lake(path)
+    for _ in range(rounds):
+        maintain.compact(lake)
+
+
+def test_compact_racing_remeasurement(tmp_path):
+    """Concurrent compaction and re-measurement: every image holds exactly one measurement's rows."""
+    lake = Lake(tmp_path / "lake")
+    for k in range(6):
+        lake.commit_image(_image(f"img{k}", 60010.5 + k / 100), _phot(f"img{k}", 60010.5 + k / 100, 1.0))
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_remeasure, args=(str(lake.path), 8, 7.0)),
+             ctx.Process(target=_compactor, args=(str(lake.path), 4))]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert _values(lake, "img0") == [7.0]
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 6 * 20
+    res = _cli(lake, "lake", "check", "--fix", "--min-age-s", "0")
+    assert res.exit_code == 0, res.output
+    assert _values(lake, "img0") == [7.0]          # check --fix never deletes live files
+
+
+def _load_catalog(path, rounds):
+    lake = Lake(path)
+    for k in range(rounds):
+        lake.write_catalog("nvss", pa.table({"source_id": [f"S{i}" for i in range(500)],
+                                             "ra_deg": np.full(500, 10.0), "dec_deg": np.full(500, 40.0),
+                                             "flux_mjy": np.full(500, 10.0 + k)}))
+
+
+def test_catalogue_replacement_never_doubles(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    _load_catalog(lake.path, 1)
+    proc = mp.get_context("spawn").Process(target=_load_catalog, args=(str(lake.path), 10))
+    proc.start()
+    reader = Lake(lake.path)
+    seen = set()
+    while proc.is_alive():
+        seen.add(reader.sql("SELECT count(*) AS n FROM catalog_sources")["n"][0])
+    proc.join()
+    assert seen <= {500}
+    # killed mid-load: still one copy
+    proc = mp.get_context("spawn").Process(target=_load_catalog, args=(str(lake.path), 50))
+    proc.start()
+    time.sleep(1.5)
+    proc.kill()
+    proc.join()
+    assert Lake(lake.path).sql("SELECT count(*) AS n FROM catalog_sources")["n"][0] == 500
+
+
+@pytest.mark.parametrize("name", ["lake?", "la'ke *x{1}", "湖 lake #"])
+def test_paths_with_glob_sql_and_unicode_characters(tmp_path, name):
+    sibling = Lake(tmp_path / ("lakeX" if "?" in name else "lake2"))
+    sibling.commit_image(_image("other", 60010.5), _phot("other", 60010.5, 5.0, n=7))
+    lake = Lake(tmp_path / name)
+    lake.commit_image(_image("mine", 60010.5), _phot("mine", 60010.5, 1.0, n=3))
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 3
+    res = _cli(lake, "lake", "check", "--fix", "--min-age-s", "0")
+    assert res.exit_code == 0, res.output
+    assert sibling.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 7
+    assert _cli(lake, "sql", "SELECT count(*) AS n FROM measurements", "--format", "csv").output.split()[-1] == "3"
+
+
+def test_unsupported_path_characters_are_a_clear_error(tmp_path):
+    for name in ("lake[2]", "lake%41"):
+        res = CliRunner().invoke(main, ["--lake", str(tmp_path / name), "init"])
+        assert res.exit_code == 2 and "cannot be used in a lake's path" in res.output, res.output
+
+
+def test_check_finds_missing_and_foreign_files(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    lake.commit_image(_image("a", 60010.5), _phot("a", 60010.5, 1.0))
+    lake.commit_image(_image("b", 60011.5), _phot("b", 60011.5, 1.0))
+    files = lake.table("photometry").file_uris()
+    folder = files[0].rsplit("/", 1)[0]
+    shutil.copy(files[0], folder + "/stray-copy.parquet")
+    found = maintain.check(lake)
+    assert [f.kind for f in found] == ["unreferenced file"]
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 40
+    import os
+    os.remove(files[1])
+    res = _cli(lake, "lake", "check")
+    assert res.exit_code == 1 and "missing file" in res.output
+
+
+def test_sql_console_is_read_only_and_sandboxed(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    lake.commit_image(_image("a", 60010.5), _phot("a", 60010.5, 1.0))
+    target = tmp_path / "out.csv"
+    for q in [f"COPY (SELECT 1) TO '{target}'", f"COPY (SELECT 1) TO '{lake.path}/images/x.parquet'",
+              "ATTACH '/tmp/x.db'", "INSTALL httpfs", "LOAD httpfs", "CREATE TABLE t AS SELECT 1",
+              "SELECT * FROM read_csv('/etc/passwd')", "SET enable_external_access = true"]:
+        res = _cli(lake, "sql", q)
+        assert res.exit_code == 2 and "Traceback" not in res.output, (q, res.output)
+    assert not target.exists()
+    assert _cli(lake, "sql", "SELECT count(*) AS n FROM photometry").exit_code == 0
+    res = _cli(lake, "sql", "--unsafe", f"COPY (SELECT 1 AS x) TO '{target}'")
+    assert res.exit_code == 0, res.output
+    assert target.exists()
+
+
+def test_time_travel_and_history(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    lake.commit_image(_image("a", 60010.5), _phot("a", 60010.5, 1.0))
+    v = lake.table("images").version()
+    time.sleep(0.05)
+    lake.commit_image(_image("a", 60010.5), _phot("a", 60010.5, 2.0))
+    lake.commit_image(_image("b", 60011.5), _phot("b", 60011.5, 2.0))
+    assert _values(Lake(lake.path, as_of=v), "a") == [1.0]
+    assert Lake(lake.path, as_of=v).sql("SELECT count(*) AS n FROM photometry")["n"][0] == 20
+    res = _cli(lake, "sql", "--as-of", str(v), "SELECT max(peak_jyb) AS m FROM photometry", "--format", "csv")
+    assert res.exit_code == 0 and res.output.split()[-1] == "1.0", res.output
+    res = _cli(lake, "lake", "history", "--format", "csv")
+    assert res.exit_code == 0 and "ingest" in res.output
+    assert _cli(lake, "sql", "--as-of", "99", "SELECT 1").exit_code == 2
+    with pytest.raises(EselakeError):
+        Lake(lake.path, as_of=v).commit_image(_image("c", 60012.5), _phot("c", 60012.5, 1.0))
+
+
+def test_delete_images_and_refresh(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    for k in range(3):
+        lake.commit_image(_image(f"i{k}", 60010.5 + k), _phot(f"i{k}", 60010.5 + k, 1.0))
+    assert lake.delete_images(["i1"]) == 1
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 40
+
+
+def _seed_db(path, rows):
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE photometry (source_id TEXT, mjd REAL, peak_jyb REAL, peak_err_jyb REAL, "
+                "image_path TEXT, flags INTEGER)")
+    con.executemany("INSERT INTO photometry VALUES (?, ?, ?, ?, ?, ?)", rows)
+    con.commit()
+    con.close()
+
+
+def test_ingest_table_sqlite_csv_parquet(tmp_path):
+    rows = [(f"NVSS J{i:06d}+420000", 60000.5 + d, 0.1 + 0.001 * i, 0.002, f"/img/d{d}.fits", 0)
+            for d in range(12) for i in range(15)]
+    rows += [("", 60000.5, 0.1, 0.002, "/img/d0.fits", 0),          # no source id
+             ("NVSS X", 60000.5, float("nan"), 0.002, "/img/d0.fits", 0),
+             ("NVSS Y", 60000.5, 0.1, -1.0, "/img/d0.fits", 0)]
+    db = tmp_path / "products.sqlite3"
+    _seed_db(db, rows)
+    lake = Lake(tmp_path / "lake")
+    res = _cli(lake, "ingest", "table", str(db))
+    assert res.exit_code == 0, res.output
+    assert "imported 180 row(s) of 12 image(s)" in res.output
+    assert "rejected 1 row(s): missing source_id" in res.output and "peak_err_jyb not > 0" in res.output
+    assert _cli(lake, "ingest", "table", str(db)).exit_code == 0           # idempotent
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 180
+    stats = lake.sql("SELECT count(*) AS n FROM variability_stats")["n"][0]
+    assert stats == 15 and lake.stale == []
+    df = lake.sql("SELECT source_id, mjd, peak_jyb, peak_err_jyb, image_id FROM measurements").to_pandas()
+    df.to_csv(tmp_path / "m.csv", index=False)
+    df.to_parquet(tmp_path / "m.parquet")
+    other = Lake(tmp_path / "other")
+    for f in ("m.csv", "m.parquet"):
+        assert _cli(other, "ingest", "table", str(tmp_path / f)).exit_code == 0
+    assert other.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 180
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,flux\na,1\n")
+    res = _cli(other, "ingest", "table", str(bad))
+    assert res.exit_code == 2 and "missing column" in res.output
+    assert other.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 180
+
+
+def test_upgrade_from_file_layout(tmp_path):
+    """A lake of eselake 0.1 (hive folders of Parquet files, images rows as commit markers) converts."""
+    import pyarrow.parquet as pq
+
+    from eselake.lake.layout import IMAGES_SCHEMA, PHOTOMETRY_SCHEMA
+    from eselake.lake.write import conform
+
+    root = tmp_path / "old"
+    img = conform(pa.Table.from_pylist([dict(_image("a", 60010.5), ingest_id="2", n_sources=20)]), IMAGES_SCHEMA)
+    phot = conform(_phot("a", 60010.5, 1.0).append_column("ingest_id", pa.array(["2"] * 20)), PHOTOMETRY_SCHEMA)
+    stale = conform(_phot("a", 60010.5, 9.0).append_column("ingest_id", pa.array(["1"] * 20)), PHOTOMETRY_SCHEMA)
+    for t, d, n in ((img, "images", "a~2"), (phot, "photometry", "a~2"), (stale, "photometry", "a~1")):
+        (root / d / "night=2023-02-25").mkdir(parents=True, exist_ok=True)
+        pq.write_table(t.drop_columns(["night"]), root / d / "night=2023-02-25" / f"{n}.parquet")
+    lake = Lake(root)
+    res = _cli(lake, "lake", "check")
+    assert res.exit_code == 2 and "lake upgrade" in res.output
+    res = _cli(lake, "lake", "upgrade")
+    assert res.exit_code == 0, res.output
+    assert _values(Lake(root), "a") == [1.0]
+    assert (root / "_old_layout" / "photometry").is_dir()
+    assert _cli(Lake(root), "lake", "check").exit_code == 0
+
+
+def test_missing_lake_is_an_error(tmp_path):
+    res = CliRunner().invoke(main, ["--lake", str(tmp_path / "typo"), "sql", "SELECT 1"])
+    assert res.exit_code == 2 and "no lake at" in res.output
+    res = CliRunner().invoke(main, ["--lake", str(tmp_path / "typo"), "lake", "check"])
+    assert res.exit_code == 2
