@@ -84,12 +84,14 @@ def structure_function(y, e, present, lags=SF_LAGS):
     return sd, ew, npairs
 
 
-def fit_drw(sd, ew, npairs, lags=SF_LAGS, min_pairs: int = 12):
+def fit_drw(sd, ew, npairs, lags=SF_LAGS, min_pairs: int = 12, tau_min=None):
     """Fit SF(L)^2 = k^2 ew(L)^2 + 2 sigma_r^2 (1 - exp(-L/tau_r)) to each row, tau_r on ``TAU_GRID``.
 
     Weighted least squares in (k^2, sigma_r^2) >= 0 with weights n_pairs / SF^4 (relative errors of the
-    variance estimates); returns k (error scale), sigma_r (Jy) and tau_r (days) per row.
+    variance estimates); ``tau_min`` (days, per row) restricts tau_r to grid values >= it (the largest grid
+    value at least). Returns k (error scale), sigma_r (Jy) and tau_r (days) per row.
     """
+    tmin = np.zeros(sd.shape[0]) if tau_min is None else np.minimum(np.asarray(tau_min, float), TAU_GRID[-1])
     sf2 = sd ** 2
     wgt = np.where(npairs >= min_pairs, npairs / np.maximum(sf2, 1e-30) ** 2, 0.0)
     x1 = ew ** 2
@@ -112,7 +114,7 @@ def fit_drw(sd, ew, npairs, lags=SF_LAGS, min_pairs: int = 12):
             s2 = np.where(bad_k, b2 / a22, s2)
             k2 = np.where(bad_k, 0.0, k2)
         resid = (wgt * (sf2 - k2[:, None] * x1 - s2[:, None] * x2) ** 2).sum(1)
-        better = resid < best
+        better = (resid < best) & (tau >= tmin)
         best = np.where(better, resid, best)
         k2_b = np.where(better, k2, k2_b)
         s2_b = np.where(better, s2, s2_b)

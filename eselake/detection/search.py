@@ -31,14 +31,17 @@ from eselake.detection.falsealarm import fap_per_source_year, sigma_from_fap
 
 PRESET_FAP = {"conservative": 1e-4, "moderate": 1e-3, "sensitive": 1e-2}   # false candidates per source-year
 FLARE_TAUS = (4.0, 12.0, 36.0, 108.0)                                     # flare decay times (days)
+MAX_DURATION = 256.0    # days (the longest refined duration)
 REFINE_Z = 4.0          # refine the fit of sources whose corrected z reaches this
 MIN_CORE_NIGHTS = 3     # nights within the dip's half-depth width for a centre to count
 MIN_PERP_FRAC = 0.25    # the template must keep this fraction of its energy after removing baseline and slope
 DESPIKE_CAP = 4.0       # sigma
-Z_EXACT = 3.0           # durations whose coarse z reaches this are re-evaluated exactly with red noise
 MIN_DIP_NIGHTS = 3      # is_dip: nights within the dip width below the baseline by more than 1 sigma
 MIN_ROBUST = 0.5        # is_dip: z without the two most contributing nights / z
 SUPPORT_MAX = 2.7       # template support (durations) of the widest shape
+FINAL_MASK = 0.0        # the noise model ignores days within this many durations of the fitted event
+SF_SOURCE = lambda ctx, res: res["y_res"]
+TAU_MIN_DURATIONS = 0.5  # the red-noise timescale fitted is at least this many event durations
 
 OUTPUT_COLUMNS = [
     "source_id", "n_days", "span_days", "first_mjd", "last_mjd", "baseline_jy", "lr", "sigma",
@@ -174,7 +177,7 @@ class _Win:
         inside = (cols >= 0) & (cols < ctx.m)
         cc = np.clip(cols, 0, ctx.m - 1)
         r = np.asarray(rows)[:, None]
-        self.ctx, self.rows = ctx, np.asarray(rows)
+        self.ctx, self.rows, self.cols, self.inside = ctx, np.asarray(rows), cc, inside
         self.tt = ctx.tt[r, cc]
         self.w = np.where(inside, ctx.w[r, cc], 0.0)
         self.tau = ctx.tau[r, cc]; self.r0 = ctx.r0[r, cc]
@@ -345,33 +348,15 @@ def _search_chunk(ids, first, last, y, e, t, present) -> pl.DataFrame:
 
     # coarse scan (white noise, error scale k0)
     zc, sc, cc = _coarse_scan(ctx, shapes)
-    d0 = np.argmax(zc, 1)
 
-    # noise model outside the best window, then weights with the fitted error scale
-    c_best = cc[rows, d0]; dur_best = durs[d0]
-    has_event = np.isfinite(zc[rows, d0])
-    masked = has_event[:, None] & (np.abs(ctx.tt - c_best[:, None]) <= 0.75 * dur_best[:, None])
-    sd, ew, npairs = noise.structure_function(ctx.yd, e, present & ~masked)
-    kf, sig_r, tau_r = noise.fit_drw(sd, ew, npairs)
-    fitted = np.isfinite(kf)
-    ctx.set_weights(np.where(fitted, np.maximum(kf, 0.5), ctx.k0), np.where(fitted, sig_r, 0.0), tau_r)
-
-    # best template of every duration, exact (daily, float64), red-noise corrected
-    z_red = zc.copy(); ratio = np.zeros((n, len(durs)))
-    for di, dur in enumerate(durs):
-        r = np.nonzero(zc[:, di] >= Z_EXACT)[0]
-        if not r.size:
-            continue
-        win = _Win(ctx, r, np.round(cc[r, di]), _half_width(dur))
-        f = win.fit(tables, sc[r, di], cc[r, di], np.full(r.size, dur), red=True)
-        z_red[r, di] = _z(f, red=True)
-        ratio[r, di] = f["red"] / np.where(f["den"] > 0, f["den"], 1.0)
-    d_idx = np.argmax(z_red, 1)
-    zr = z_red[rows, d_idx]
+    # the best duration by white z (a red-noise correction is applied to the final fit only: choosing by the
+    # corrected z would let the event's own residuals push a bright event's fit onto a shorter noise feature)
+    d_idx = np.argmax(zc, 1)
+    zr = zc[rows, d_idx]
     si = sc[rows, d_idx]
     fit = {"alpha": np.array([np.nan if shapes[i].alpha is None else shapes[i].alpha for i in si]),
            "size": np.array([shapes[i].size for i in si]), "center": cc[rows, d_idx].copy(),
-           "dur": durs[d_idx].copy(), "R": ratio[rows, d_idx].copy(),
+           "dur": durs[d_idx].copy(), "R": np.zeros(n),
            "center_err": np.full(n, np.nan), "dur_err": np.full(n, np.nan), "alpha_err": np.full(n, np.nan)}
 
     # refinement of promising rows (grouped by duration so that windows have one width)
@@ -380,33 +365,26 @@ def _search_chunk(ids, first, last, y, e, t, present) -> pl.DataFrame:
         if r.size:
             _refine(ctx, r, fit, durs[di])
 
-    # final fit of every row, with its red-noise variance
+    # final fit of every row; the noise model is refitted to the residuals of this fit (so that other
+    # excursions of a red-noise source count, and a well-fitted event does not), then the fit is repeated
     keys, si = _shape_keys(fit)
     ftables = np.stack([templates.make_shape(*kk).table for kk in keys])
-    res = {k: np.zeros(n) for k in ("num", "den", "C", "c0", "c1", "red", "n_dip", "top_num", "top_den")}
-    for di in range(len(durs)):
-        r = np.nonzero(d_idx == di)[0]
-        if not r.size:
-            continue
-        win = _Win(ctx, r, np.round(fit["center"][r]), _half_width(fit["dur"][r]))
-        f = win.fit(ftables, si[r], fit["center"][r], fit["dur"][r], red=True)
-        for k in ("num", "den", "C", "c0", "c1", "red"):
-            res[k][r] = f[k]
-        amp = np.where(f["den"] > 0, f["num"] / np.where(f["den"] > 0, f["den"], 1.0), 0.0)
-        s_perp = f["s"] - f["c0"][:, None] - f["c1"][:, None] * win.tau
-        contrib = win.w * s_perp * win.r0
-        top = np.argsort(-contrib, axis=1)[:, :2]
-        res["top_num"][r] = np.take_along_axis(contrib, top, 1).sum(1)
-        res["top_den"][r] = np.take_along_axis(win.w * s_perp ** 2, top, 1).sum(1)
-        resid = win.r0 + amp[:, None] * (f["c0"][:, None] + f["c1"][:, None] * win.tau)
-        inside = (win.w > 0) & (np.abs(win.tt - fit["center"][r][:, None]) <= fit["dur"][r][:, None] / 2)
-        sig_night = 1.0 / np.sqrt(np.where(win.w > 0, win.w, 1.0))
-        res["n_dip"][r] = (inside & (resid < -sig_night)).sum(1)
+    res = _final_fit(ctx, fit, d_idx, ftables, si, durs, red=False)
+    masked = np.isfinite(zr)[:, None] & (np.abs(ctx.tt - fit["center"][:, None]) <= FINAL_MASK * fit["dur"][:, None])
+    sd, ew, npairs = noise.structure_function(SF_SOURCE(ctx, res), e, present & ~masked)
+    kf, sig_r, tau_r = noise.fit_drw(sd, ew, npairs, tau_min=np.where(np.isfinite(zr), TAU_MIN_DURATIONS * fit["dur"], 0.0))
+    fitted = np.isfinite(kf)
+    ctx.set_weights(np.where(fitted, np.maximum(kf, 0.5), ctx.k), np.where(fitted, sig_r, ctx.sig_r),
+                    np.where(fitted, tau_r, ctx.tau_r))
+    res = _final_fit(ctx, fit, d_idx, ftables, si, durs)
     num, den, C, c0, c1, rv = (res[k] for k in ("num", "den", "C", "c0", "c1", "red"))
     valid = np.isfinite(zr) & (den > 0) & (num > 0)
     dsafe = np.where(den > 0, den, 1.0)
     amp = np.where(valid, num / dsafe, 0.0)
     amp_err = np.sqrt(np.where(den > 0, den + rv, 1.0)) / dsafe
+    inflate = np.sqrt(1.0 + rv / dsafe)            # red noise widens the likelihood-ratio profiles
+    fit["center_err"] = fit["center_err"] * inflate
+    fit["dur_err"] = fit["dur_err"] * inflate
     z_white = np.where(valid, num / np.sqrt(dsafe), 0.0)
     z_final = np.where(valid, num / np.sqrt(np.where(valid, den + rv, 1.0)), 0.0)
     lr = z_final ** 2
@@ -454,6 +432,35 @@ def _search_chunk(ids, first, last, y, e, t, present) -> pl.DataFrame:
     })
 
 
+def _final_fit(ctx: _Ctx, fit, d_idx, ftables, si, durs, red: bool = True):
+    """Exact fit of every row's chosen template with red-noise variance, support statistics and residuals."""
+    n = ctx.n
+    res = {k: np.zeros(n) for k in ("num", "den", "C", "c0", "c1", "red", "n_dip", "top_num", "top_den")}
+    res["y_res"] = ctx.yd.copy()
+    for di in range(len(durs)):
+        r = np.nonzero(d_idx == di)[0]
+        if not r.size:
+            continue
+        win = _Win(ctx, r, np.round(fit["center"][r]), _half_width(fit["dur"][r]))
+        f = win.fit(ftables, si[r], fit["center"][r], fit["dur"][r], red=red)
+        for k in ("num", "den", "C", "c0", "c1") + (("red",) if red else ()):
+            res[k][r] = f[k]
+        amp = np.where(f["den"] > 0, f["num"] / np.where(f["den"] > 0, f["den"], 1.0), 0.0)
+        amp = np.maximum(amp, 0.0)
+        ev = np.where(win.inside, amp[:, None] * f["s"], 0.0)
+        np.subtract.at(res["y_res"], (np.repeat(r, win.cols.shape[1]), win.cols.ravel()), ev.ravel())
+        s_perp = f["s"] - f["c0"][:, None] - f["c1"][:, None] * win.tau
+        contrib = win.w * s_perp * win.r0
+        top = np.argsort(-contrib, axis=1)[:, :2]
+        res["top_num"][r] = np.take_along_axis(contrib, top, 1).sum(1)
+        res["top_den"][r] = np.take_along_axis(win.w * s_perp ** 2, top, 1).sum(1)
+        resid = win.r0 + amp[:, None] * (f["c0"][:, None] + f["c1"][:, None] * win.tau)
+        inside = (win.w > 0) & (f["s"] <= -0.25)        # the model at least a quarter of the depth down
+        sig_night = 1.0 / np.sqrt(np.where(win.w > 0, win.w, 1.0))
+        res["n_dip"][r] = (inside & (resid < -sig_night)).sum(1)
+    return res
+
+
 # ------------------------------------------------------------------------------------------------ refinement
 def _shape_keys(fit):
     """Distinct (alpha, size) keys of the rows (alpha None = flat dip) and each row's index into them."""
@@ -488,8 +495,8 @@ def _refine(ctx: _Ctx, r, fit, dur0):
             offs = np.arange(-b - 1, b + 2, step) if step > 1 else np.arange(-3, 4)
             P = np.stack([prof(c + o, d, tables, si) for o in offs], 1)
             c = c + offs[np.argmax(P, 1)]
-            P = np.stack([prof(c, d * f, tables, si) for f in facs], 1)
-            d = d * facs[np.argmax(P, 1)]
+            P = np.stack([prof(c, np.minimum(d * f, MAX_DURATION), tables, si) for f in facs], 1)
+            d = np.minimum(d * facs[np.argmax(P, 1)], MAX_DURATION)
         # shape: the flat dip and the fine lens grid at the refined centre and duration
         P = np.stack([prof(c, d, ctab, np.full(r.size, j)) for j in range(len(cands))], 1)
         j = np.argmax(P, 1)
@@ -517,7 +524,8 @@ def _refine(ctx: _Ctx, r, fit, dur0):
     g = 2.0 ** (1 / 16)
     lm, lp = prof2(c, d / g), prof2(c, d * g)
     curv = 2 * l0 - lm - lp
-    d = d * g ** np.where(curv > 0, np.clip(0.5 * (lp - lm) / np.where(curv > 0, curv, 1.0), -0.5, 0.5), 0.0)
+    d = np.minimum(d * g ** np.where(curv > 0, np.clip(0.5 * (lp - lm) / np.where(curv > 0, curv, 1.0), -0.5, 0.5), 0.0),
+                   MAX_DURATION)
     l0 = prof2(c, d)
     lerr = _parabola_err(prof2(c, d / g), l0, prof2(c, d * g), np.log(g))
     fit["center"][r] = c; fit["dur"][r] = d
@@ -525,8 +533,6 @@ def _refine(ctx: _Ctx, r, fit, dur0):
     fit["dur_err"][r] = d * np.where(np.isfinite(lerr), np.maximum(lerr, np.log(g) / np.sqrt(12)), np.log(g))
     for k in ("alpha", "alpha_err", "size"):
         fit[k][r] = sub[k]
-    f = win.fit(tables, si, c, d, red=True)
-    fit["R"][r] = f["red"] / np.where(f["den"] > 0, f["den"], 1.0)
 
 
 # -------------------------------------------------------------------------------------------- public helpers
