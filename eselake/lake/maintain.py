@@ -103,8 +103,8 @@ def check(lake, *, deep: bool = True) -> list[Finding]:
 
 
 def _ever_added(folder: Path) -> set[str]:
-    """Data files some version of the table added (kept for time travel until ``vacuum``): the add actions
-    of every commit file still in the log."""
+    """Data files some version of the table added (kept for time travel until ``vacuum``) and its change-data
+    files: the add, cdc and remove actions of every commit file still in the log."""
     import json
     from urllib.parse import unquote
 
@@ -115,14 +115,14 @@ def _ever_added(folder: Path) -> set[str]:
         except OSError:
             continue
         for line in lines:
-            if '"add"' not in line:
-                continue
             try:
-                add = json.loads(line).get("add")
+                action = json.loads(line)
             except ValueError:
                 continue
-            if add and add.get("path"):
-                out.add(str(folder / unquote(add["path"])))
+            for kind in ("add", "cdc", "remove"):          # data files and change-data-feed files
+                entry = action.get(kind)
+                if entry and entry.get("path"):
+                    out.add(str(folder / unquote(entry["path"])))
     return out
 
 
@@ -148,7 +148,7 @@ def _check_rows(lake) -> list[Finding]:
             out.append(Finding("error", "duplicate rows", iid, f"source {sid} appears {n} times"))
         for iid, n in con.execute("""SELECT p.image_id, count(*) FROM photometry_files p ANTI JOIN images_files i
                                      USING (image_id) GROUP BY ALL LIMIT 20""").fetchall():
-            out.append(Finding("error", "photometry without image", iid,
+            out.append(Finding("leftover", "photometry without image", iid,
                                f"{n} rows of an interrupted first measurement (invisible): measure it again, or "
                                "`lake check --fix` removes them"))
         for iid, want, got in con.execute("""
@@ -201,21 +201,40 @@ def compact(lake, *, target_mb: int = 256) -> dict[str, dict]:
         dt = delta.open_table(root, name)
         if dt is None:
             continue
-        n_files = len(dt.file_uris())
-        if n_files <= 1:
+        parts = _partitions_to_compact(dt)
+        if not parts:
             continue
 
-        def run(dt=dt, name=name):
+        def run(dt=dt, name=name, parts=parts):
             dt.update_incremental()
+            filters = None if parts == [None] else [(parts[0][0], "in", [p[1] for p in parts])]
             if name in ("photometry", "daily_lightcurves"):
-                return dt.optimize.z_order(["source_id"], target_size=target_mb << 20,
+                return dt.optimize.z_order(["source_id"], partition_filters=filters, target_size=target_mb << 20,
                                            max_spill_size=2 << 30, writer_properties=delta.WRITER)
-            return dt.optimize.compact(target_size=target_mb << 20, writer_properties=delta.WRITER)
+            return dt.optimize.compact(partition_filters=filters, target_size=target_mb << 20,
+                                       writer_properties=delta.WRITER)
 
         metrics = delta.run_retrying(root, name, run, "compaction")
         if metrics.get("numFilesRemoved"):
             done[name] = {"removed": metrics.get("numFilesRemoved", 0), "added": metrics.get("numFilesAdded", 0)}
     return done
+
+
+def _partitions_to_compact(dt) -> list:
+    """Partitions holding more than one file, as (column, value) pairs; [None] for an unpartitioned table
+    with more than one file; [] when there is nothing to do."""
+    import pyarrow.compute as pc
+
+    acts = pa.table(dt.get_add_actions(flatten=True))
+    if acts.num_rows <= 1:
+        return []
+    cols = dt.metadata().partition_columns
+    if not cols:
+        return [None]
+    col = cols[0]
+    values = acts.column(f"partition.{col}")
+    counts = pc.value_counts(values)
+    return [(col, v["values"].as_py()) for v in counts if v["counts"].as_py() > 1]
 
 
 def vacuum(lake, *, retention_hours: float = 168.0, dry_run: bool = False) -> dict[str, int]:
