@@ -6,7 +6,8 @@ filter (Condon 1997):  F = sum(d K / s^2) / sum(K^2 / s^2)  in Jy/beam.  Sources
 linear in the amplitudes, so one sparse least-squares solve (normal equations A W A^T a = A W d) fits every
 blend group at once; an isolated source reduces exactly to the matched filter.
 
-Errors: ``peak_err_jyb`` = local rms x the matched-filter noise factor. For images whose noise is correlated
+Errors: ``peak_err_jyb`` = local rms x the matched-filter noise factor (plus, optionally, a fractional
+per-epoch term ``frac_err`` x flux in quadrature). For images whose noise is correlated
 on the scale of the restoring beam (restored interferometric images: ``noise_corr="beam"``, the default)
 the factor is sqrt(K^T R K) / (K^T K) with R the beam-shaped noise correlation, close to 1.15 for a
 well-sampled beam; for white pixel noise (``noise_corr="white"``) it is 1/sqrt(sum K^2).
@@ -140,14 +141,15 @@ def _correlated_noise_factor(K: np.ndarray, cinv: np.ndarray) -> np.ndarray:
 
 def forced_photometry(data: np.ndarray, x: np.ndarray, y: np.ndarray, beam_cov_pix: np.ndarray, *,
                       noise_map: np.ndarray | None = None, image_rms: float | None = None,
-                      rms_floor: float | None = None,
+                      rms_floor: float | None = None, frac_err: float = 0.0,
                       blend_beams: float = 1.5, noise_corr: str = "beam",
                       annulus_beams: tuple[float, float] = (2.0, 5.0)) -> PhotometryResult:
     """Measure peak fluxes (Jy/beam) of sources at pixel positions (x, y) (0-based, x along columns).
 
     ``beam_cov_pix`` is (2, 2) or (n, 2, 2) (see ``beam_covariance_pix``). ``noise_map`` (same shape as
     ``data``, Jy/beam) replaces the annulus rms and weights pixels by 1/rms^2. ``rms_floor`` (Jy/beam): no
-    local rms below it (default: no floor); rms values raised to it are flagged ``lowrms``.
+    local rms below it (default: no floor); rms values far below it are flagged ``lowrms``. ``frac_err``:
+    a per-epoch fractional error (flux scale, deconvolution) added in quadrature, frac_err x |flux|.
     """
     if noise_corr not in ("beam", "white"):
         raise ValueError("noise_corr must be 'beam' or 'white'")
@@ -290,6 +292,8 @@ def forced_photometry(data: np.ndarray, x: np.ndarray, y: np.ndarray, beam_cov_p
     else:
         factor = 1.0 / np.sqrt((np.where(valid, K, 0.0) ** 2).sum(axis=(1, 2)))
     err = local * factor * inflate
+    if frac_err:
+        err = np.hypot(err, frac_err * np.abs(np.nan_to_num(amp)))
 
     model = A.T @ np.nan_to_num(amp, nan=0.0)
     resid = dv - model[flat] * valid.reshape(m, -1)

@@ -110,7 +110,7 @@ def measure_image(lake: Lake, fits_path, *, catalog: str = "nvss", sources=None,
                   min_flux_mjy: float | None = None, radius_deg: float | None = None,
                   beam: tuple[float, float, float] | None = None, mjd: float | None = None, noise_map=None, kind: str = "image",
                   noise_corr: str = "beam", skip_existing: bool = False, write: bool = True,
-                  plane: int | None = None) -> MeasureResult:
+                  plane: int | None = None, frac_err: float | None = None) -> MeasureResult:
     """Measure every catalogue source in the field of ``fits_path`` and commit the rows to ``lake``.
 
     Sources come from ``sources`` (table with source_id, ra_deg, dec_deg[, flux_mjy]) or from the lake's
@@ -118,6 +118,9 @@ def measure_image(lake: Lake, fits_path, *, catalog: str = "nvss", sources=None,
     image centre (mosaics). ``beam`` = (bmaj_deg, bmin_deg, bpa_deg) for images without beam keywords,
     ``mjd`` for images without an observation time.
     ``plane`` selects one plane of a cube (cubes with several planes are refused without it).
+    Errors: the noise map ``noise_map``, else the one the header declares (NOISEMAP / NOISE, written by the
+    radio chain from its thermal-noise image), else the local annulus rms; ``frac_err`` (default: the
+    header's FLUXSYS, else 0) adds frac_err x |flux| in quadrature (per-epoch flux-scale error).
     The image is identified by its observation (telescope, field centre, mid-time, frequency, kind; see
     ``eselake.lake.layout.observation_id``), read from the header: re-measuring it, from this or any other
     folder, replaces its earlier rows; with ``skip_existing`` an unchanged image already in the lake is
@@ -168,7 +171,8 @@ def measure_image(lake: Lake, fits_path, *, catalog: str = "nvss", sources=None,
         jac = img.jacobian_pix_per_deg(ra, dec)
         cov = beam_covariance_pix(img.bmaj_deg, img.bmin_deg, img.bpa_deg, jac)
         res = forced_photometry(img.data, x, y, cov, noise_map=noise, image_rms=img.rms_jyb,
-                                rms_floor=floor, noise_corr=noise_corr)
+                                rms_floor=floor, noise_corr=noise_corr,
+                                frac_err=_frac_err(header) if frac_err is None else float(frac_err))
         n = idx.size
         table = pa.table({
             "source_id": cand.column("source_id").take(pa.array(idx, pa.int64())),
@@ -192,6 +196,14 @@ def measure_image(lake: Lake, fits_path, *, catalog: str = "nvss", sources=None,
             lake.commit_image(image_row, table)
         return MeasureResult(image_id, path, n, int((res.flags != 0).sum()), img.mjd,
                              measurements=pl.from_arrow(table))
+
+
+def _frac_err(header) -> float:
+    try:
+        v = float(header.get("FLUXSYS", 0.0))
+    except (TypeError, ValueError):
+        return 0.0
+    return v if np.isfinite(v) and 0 <= v < 1 else 0.0
 
 
 def declared_noise(path: Path, header, shape) -> tuple[np.ndarray | None, float | None]:
