@@ -15,6 +15,7 @@ the tiles to the last commit (cluster start-up and the workers' first imports ar
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -80,7 +81,8 @@ def throughput(scheduler: str, counts: list[int], days: int, imager: str, tmp: P
     local = scheduler == "local" or scheduler.startswith("local:")
     print(f"\n`ingest uvh5` on Dask ({scheduler}): {n_tiles} test-size tiles ({cfg.n_antennas} antennas, "
           f"{16 * cfg.nchan} channels, {cfg.n_integrations} integrations), imager {imager}")
-    print(f"  {'workers':>7s} {'wall s':>8s} {'tiles/hour':>11s} {'speed-up':>9s} {'chain s/tile':>13s}  failed")
+    print(f"  {'workers':>7s} {'wall s':>8s} {'tiles/hour':>11s} {'speed-up':>9s} {'chain s/tile':>13s} "
+          f"{'load avg':>9s}  failed  (s/tile: convert, calibrate, image, photometry)")
     first = None
     for n in counts if local else [0]:
         with dask_client(f"local:{n}" if local else scheduler) as client:
@@ -95,10 +97,13 @@ def throughput(scheduler: str, counts: list[int], days: int, imager: str, tmp: P
             wall = time.perf_counter() - t
         done = [r for r in results if r.stage == "done"]
         per_tile = sum(sum(r.seconds.values()) for r in done) / max(len(done), 1)
+        stages = {k: sum(r.seconds.get(k, 0.0) for r in done) / max(len(done), 1)
+                  for k in ("convert", "calibrate", "image", "photometry")}
         rate = len(done) / wall * 3600
         first = first or rate
-        print(f"  {n_workers:7d} {wall:8.1f} {rate:11.0f} {rate / first:8.2f}x {per_tile:13.1f}  "
-              f"{len(results) - len(done)}")
+        load = os.getloadavg()[0]               # the machine's own load (other users) colours these figures
+        print(f"  {n_workers:7d} {wall:8.1f} {rate:11.0f} {rate / first:8.2f}x {per_tile:13.1f} {load:9.1f}  "
+              f"{len(results) - len(done):6d}  ({', '.join(f'{v:.1f}' for v in stages.values())})")
         for r in results:
             if r.stage != "done":
                 print(f"    {r.tile_id}: {r.stage} {r.error}")

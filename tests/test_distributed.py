@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,21 +111,21 @@ def test_worker_killed_during_a_run(images, cluster, tmp_path):
     pids = cluster.run(os.getpid)
     killed = []
 
-    def on_done(path, result, err):
-        if killed:
-            return
-        deadline = time.time() + 5
-        while time.time() < deadline:              # a worker with a task in hand
+    def killer():                                  # SIGKILL the first worker seen with a task in hand
+        deadline = time.time() + 30
+        while time.time() < deadline:
             busy = [w for w, keys in cluster.processing().items() if keys and w in pids]
             if busy:
                 os.kill(pids[busy[0]], signal.SIGKILL)
                 killed.append(busy[0])
                 return
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     sources = load_catalog_file(src, "sources")
-    done, errors = measure_batch(lake, find_images(folder), scheduler=cluster, on_done=on_done, sources=sources,
-                                 skip_existing=True)
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    done, errors = measure_batch(lake, find_images(folder), scheduler=cluster, sources=sources, skip_existing=True)
+    thread.join(timeout=30)
     assert killed, "no worker was busy to kill"
     assert len(done) + len(errors) == N_IMG                 # every image reported once
     assert all("Killed" in e or "worker" in e.lower() for e in errors.values()), errors

@@ -172,12 +172,13 @@ def _run_on_dask(client, fn, jobs: Sequence[tuple], on_result, on_failure) -> No
     jobs = list(jobs)
     if not jobs:
         return
-    # an argument shared by every job (a source list, options) is sent to the cluster once
+    # an argument shared by every job (a source list, options) is sent to the cluster once, to every worker
+    # (so that losing one worker does not lose it)
     shared = {}
     if len(jobs) > 1:
         for i, arg in enumerate(jobs[0]):
             if not isinstance(arg, _SCALAR) and all(len(j) > i and j[i] is arg for j in jobs):
-                shared[i] = client.scatter([arg], hash=False)[0]
+                shared[i] = client.scatter([arg], hash=False, broadcast=True)[0]
     name = getattr(fn, "__name__", "job").strip("_")
     run = uuid.uuid4().hex[:8]
     futures = {}
