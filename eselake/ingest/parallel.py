@@ -12,7 +12,7 @@ import contextlib
 import multiprocessing as mp
 import threading
 import uuid
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -22,6 +22,10 @@ CONNECT_TIMEOUT_S = 5.0        # an unreachable scheduler is reported after this
 TASK_RETRIES = 2               # re-runs of a task that raised (a worker that dies is handled by the scheduler)
 
 _ONE_JOB_AT_A_TIME = threading.Lock()
+
+
+class TaskLost(EselakeError):
+    """A Dask task that never finished: cancelled, or its scheduler connection was lost."""
 
 
 def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int, on_result: Callable[[Any], None],
@@ -194,6 +198,8 @@ def _run_on_dask(client, fn, jobs: Sequence[tuple], on_result, on_failure) -> No
             except Exception as exc:  # noqa: BLE001 - one failed task must not stop the others
                 if on_failure is None:
                     raise
+                if isinstance(exc, CancelledError):
+                    exc = TaskLost(" ".join(str(exc).split()) + " Run the command again to resume.")
                 result = on_failure(futures[fut], exc)
             on_result(result)
     finally:
