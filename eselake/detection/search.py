@@ -172,8 +172,10 @@ class _Win:
     """Windows of +-H days of the rows ``rows`` of a context around integer centres ``c_int`` (days)."""
 
     def __init__(self, ctx: _Ctx, rows, c_int, H: int):
-        H = int(min(H, ctx.m))
-        cols = np.asarray(c_int, np.int64)[:, None] - H + np.arange(2 * H + 1)[None, :]
+        if 2 * H + 1 >= ctx.m:           # the whole row
+            cols = np.broadcast_to(np.arange(ctx.m)[None, :], (len(rows), ctx.m))
+        else:
+            cols = np.asarray(c_int, np.int64)[:, None] - H + np.arange(2 * H + 1)[None, :]
         inside = (cols >= 0) & (cols < ctx.m)
         cc = np.clip(cols, 0, ctx.m - 1)
         r = np.asarray(rows)[:, None]
@@ -477,7 +479,7 @@ def _parabola_err(lr_m, lr_0, lr_p, step):
 
 
 def _refine(ctx: _Ctx, r, fit, dur0):
-    """Refine centre (1-day steps), duration (2^(1/16) steps) and lens shape (41 shapes) of rows ``r``."""
+    """Refine centre (1-day steps), duration (2^(1/16) steps) and lens shape (alpha, size ratio) of rows ``r``."""
     b = templates.bin_days(dur0)
     win = _Win(ctx, r, np.round(fit["center"][r]), _half_width(dur0 * 1.3) + b)
     sub = {k: fit[k][r].copy() for k in fit}
@@ -497,8 +499,21 @@ def _refine(ctx: _Ctx, r, fit, dur0):
             c = c + offs[np.argmax(P, 1)]
             P = np.stack([prof(c, np.minimum(d * f, MAX_DURATION), tables, si) for f in facs], 1)
             d = np.minimum(d * facs[np.argmax(P, 1)], MAX_DURATION)
-        # shape: the flat dip and the fine lens grid at the refined centre and duration
-        P = np.stack([prof(c, d, ctab, np.full(r.size, j)) for j in range(len(cands))], 1)
+        # shape at the refined centre and duration: alpha (and the flat dip) at the current size ratio, then
+        # the size ratio at the best alpha
+        sizes = np.array(templates.SIZES_FINE)
+        size_i = np.argmin(np.abs(sub["size"][:, None] - sizes[None, :]), 1)
+        P = np.full((r.size, len(cands)), -np.inf)
+        P[:, 0] = prof(c, d, ctab, np.zeros(r.size, np.int64))
+        for ai, a in enumerate(templates.ALPHAS_FINE):
+            jj = 1 + ai * len(sizes) + size_i
+            P[np.arange(r.size), jj] = prof(c, d, ctab, jj)
+        j = np.argmax(P, 1)
+        for zi in range(len(sizes)):
+            lens = j > 0
+            jj = np.where(lens, 1 + ((j - 1) // len(sizes)) * len(sizes) + zi, 0)
+            if lens.any():
+                P[np.arange(r.size)[lens], jj[lens]] = prof(c, d, ctab, jj)[lens]
         j = np.argmax(P, 1)
         sub["alpha"] = alphas[j]
         sub["size"] = np.array([cands[i][1] for i in j])

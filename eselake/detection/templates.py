@@ -127,12 +127,15 @@ def binned_template(shape: Shape, duration_days: float, b: int, sub: int = 16) -
 def evaluate(shape_tables: np.ndarray, shape_idx, t, center, duration) -> np.ndarray:
     """s at times ``t`` (days) for per-row shape index, centre (days) and duration (days), vectorised.
 
-    ``shape_tables`` is (n_shapes, len(V_GRID)); ``t`` is (n, m) and the others broadcast to (n, 1) or (n, m).
+    ``shape_tables`` is (n_shapes, len(V_GRID)); ``t`` is (n, m), ``shape_idx`` (n,), ``center`` and
+    ``duration`` broadcast against (n, m). Nearest tabulated value (the table step is duration / 400).
     """
-    v = (np.asarray(t, float) - center) / duration
-    pos = (v + V_MAX) / DV
-    i0 = np.clip(np.floor(pos).astype(np.int64), 0, V_GRID.size - 2)
-    frac = np.clip(pos - i0, 0.0, 1.0)
-    si = np.broadcast_to(np.asarray(shape_idx)[..., None] if np.ndim(shape_idx) == 1 else shape_idx, v.shape)
-    out = shape_tables[si, i0] * (1 - frac) + shape_tables[si, i0 + 1] * frac
-    return np.where(np.abs(v) < V_MAX, out, 0.0)
+    nv = V_GRID.size
+    pos = (np.asarray(t, float) - center) * (1.0 / DV / np.asarray(duration, float)) + (V_MAX / DV)
+    idx = np.rint(pos)
+    np.clip(idx, 0, nv - 1, out=idx)
+    flat = idx.astype(np.int64)
+    flat += np.asarray(shape_idx, np.int64).reshape(-1, 1) * nv
+    out = np.take(shape_tables.ravel(), flat)
+    out[(pos < 0) | (pos > nv - 1)] = 0.0
+    return out
