@@ -82,7 +82,7 @@ def throughput(scheduler: str, counts: list[int], days: int, imager: str, tmp: P
     print(f"\n`ingest uvh5` on Dask ({scheduler}): {n_tiles} test-size tiles ({cfg.n_antennas} antennas, "
           f"{16 * cfg.nchan} channels, {cfg.n_integrations} integrations), imager {imager}")
     print(f"  {'workers':>7s} {'wall s':>8s} {'tiles/hour':>11s} {'speed-up':>9s} {'chain s/tile':>13s} "
-          f"{'load avg':>9s}  failed  (s/tile: convert, calibrate, image, photometry)")
+          f"{'busy':>5s} {'load avg':>9s}  failed  (s/tile: convert, calibrate, image, photometry)")
     first = None
     for n in counts if local else [0]:
         with dask_client(f"local:{n}" if local else scheduler) as client:
@@ -102,8 +102,9 @@ def throughput(scheduler: str, counts: list[int], days: int, imager: str, tmp: P
         rate = len(done) / wall * 3600
         first = first or rate
         load = os.getloadavg()[0]               # the machine's own load (other users) colours these figures
-        print(f"  {n_workers:7d} {wall:8.1f} {rate:11.0f} {rate / first:8.2f}x {per_tile:13.1f} {load:9.1f}  "
-              f"{len(results) - len(done):6d}  ({', '.join(f'{v:.1f}' for v in stages.values())})")
+        busy = per_tile * len(done) / (wall * n_workers)     # the workers' time spent in the chain
+        print(f"  {n_workers:7d} {wall:8.1f} {rate:11.0f} {rate / first:8.2f}x {per_tile:13.1f} {busy:5.0%} "
+              f"{load:9.1f}  {len(results) - len(done):6d}  ({', '.join(f'{v:.1f}' for v in stages.values())})")
         for r in results:
             if r.stage != "done":
                 print(f"    {r.tile_id}: {r.stage} {r.error}")
