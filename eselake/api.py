@@ -184,9 +184,11 @@ def _row(d: dict | None) -> dict | None:
 
 @lru_cache(maxsize=1)
 def vega_bundle() -> str:
-    """Vega, Vega-Lite and vega-embed in one script (from vl-convert: no CDN, works offline)."""
+    """Vega, Vega-Lite and vega-embed in one script (from vl-convert: no CDN, works offline). The bundle's
+    minified top-level names (``el``, ``$``...) are kept out of the page's global scope by a function wrapper;
+    it exports window.vegaEmbed, window.vega and window.vegaLite."""
     import vl_convert as vlc
-    return vlc.javascript_bundle()
+    return "(function () {\n" + vlc.javascript_bundle() + "\n})();\n"
 
 
 def _docs_asset(name: str) -> bytes:
@@ -350,6 +352,7 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
         app.add_api_route(route, page(name), methods=["GET"], include_in_schema=False,
                           response_class=HTMLResponse, name=f"page_{name}")
 
+    @app.get("/static/vega.js", include_in_schema=False)
     @app.get("/static/vega-bundle.js", include_in_schema=False)
     def bundle() -> Response:
         return Response(vega_bundle(), media_type="application/javascript",
@@ -365,6 +368,10 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
                                   "favicon.png"]) -> Response:
         media = {"js": "application/javascript", "css": "text/css", "png": "image/png"}[name.rsplit(".", 1)[1]]
         return Response(_docs_asset(name), media_type=media, headers={"Cache-Control": "max-age=86400"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(_docs_asset("favicon.png"), media_type="image/png", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/docs", include_in_schema=False)
     def swagger() -> HTMLResponse:

@@ -136,7 +136,7 @@ function health() {
 
 async function embedChart(target, spec) {
   const node = typeof target === "string" ? document.querySelector(target) : target;
-  const result = await vegaEmbed(node, spec, {actions: {export: true, source: false, compiled: false, editor: false}});
+  const result = await vegaEmbed(node, spec, {renderer: "svg", actions: {export: true, source: false, compiled: false, editor: false}});
   node.dataset.rendered = "yes";
   return result.view;
 }
