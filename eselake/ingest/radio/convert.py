@@ -61,6 +61,55 @@ def group_tiles(folder, tolerance_s: float = 60.0) -> list[Tile]:
     return tiles
 
 
+def subband_band_hz(sb: int) -> tuple[float, float]:
+    """(low, high) edges of DSA-110 subband ``sb`` (sb00 is the highest)."""
+    width = (dsa110.BAND_HIGH_HZ - dsa110.BAND_LOW_HZ) / dsa110.N_SUBBANDS
+    return dsa110.BAND_HIGH_HZ - (sb + 1) * width, dsa110.BAND_HIGH_HZ - sb * width
+
+
+def is_dsa110(name: str) -> bool:
+    """Telescope names DSA-110 data carry (DSA-110, DSA_110, DSA110, OVRO_DSA, and the correlator's OVRO_MMA)."""
+    n = re.sub(r"[^A-Z0-9]", "", str(name).upper())
+    return "DSA" in n or n == "OVROMMA"
+
+
+def check_tile(tile: Tile) -> None:
+    """Header-only checks of a tile's subband files (h5py, no visibilities read), before any expensive stage:
+    each file a readable UVH5 file from DSA-110, all subbands covering the same integrations and baselines,
+    and each file's frequencies inside its subband's band. A file of another tile or day is named."""
+    import h5py
+
+    ref = None
+    for sb, path in sorted(tile.files.items()):
+        try:
+            with h5py.File(path, "r") as f:
+                h = f["Header"]
+                tel = h["telescope_name"][()]
+                times = np.asarray(h["time_array"][()], float)
+                freqs = np.asarray(h["freq_array"][()], float).ravel()
+                nblts = int(h["Nblts"][()])
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise InputError(f"{path}: unreadable UVH5 ({type(exc).__name__}: {exc})") from exc
+        tel = tel.decode() if isinstance(tel, bytes) else str(tel)
+        if not is_dsa110(tel):
+            raise InputError(f"{path}: telescope {tel!r} is not DSA-110; the chain images DSA-110 subbands only")
+        lo, hi = subband_band_hz(sb)
+        pad = 0.5 * (hi - lo)
+        if freqs.size == 0 or freqs.min() < lo - pad or freqs.max() > hi + pad:
+            raise InputError(f"{path}: frequencies {freqs.min() / 1e6:.2f}-{freqs.max() / 1e6:.2f} MHz are not "
+                             f"those of subband sb{sb:02d} ({lo / 1e6:.2f}-{hi / 1e6:.2f} MHz)")
+        t0, t1 = Time(times.min(), format="jd").isot[:19], Time(times.max(), format="jd").isot[:19]
+        if ref is None:
+            ref = (path, times.min(), times.max(), nblts, t0, t1)
+            continue
+        if abs(times.min() - ref[1]) * 86400 > 1.0 or abs(times.max() - ref[2]) * 86400 > 1.0:
+            raise InputError(f"{path}: observed {t0} to {t1}, but {ref[0].name} {ref[4]} to {ref[5]}: a subband "
+                             f"of another tile or day in tile {tile.tile_id}")
+        if nblts != ref[3]:
+            raise InputError(f"{path}: {nblts} baseline-times, but {ref[0].name} has {ref[3]}: not the same "
+                             f"observation as the other subbands of tile {tile.tile_id}")
+
+
 def read_tile(tile: Tile, *, allow_incomplete: bool = False):
     """Read and join a tile's subbands (ascending frequency) into one pyuvdata UVData."""
     from pyuvdata import UVData

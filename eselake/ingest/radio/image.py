@@ -1,5 +1,15 @@
 """Imaging a calibrated tile: WSClean when on PATH, else casatasks.tclean; primary-beam correction;
-FITS images (.image.fits, .pb.fits, .pbcor.fits) with BMAJ/BMIN/BPA and the observation time."""
+FITS images (.image.fits, .pb.fits, .pbcor.fits, .rms.fits) with BMAJ/BMIN/BPA and the observation time.
+
+Noise: a restored drift-scan snapshot is limited by deconvolution residuals of the sources (the sky drifts
+through the primary beam during the tile, so no fixed model fits it), not by thermal noise; those residuals
+are the same every day (same sky, same uv coverage) and do not scatter a lightcurve. The rms that does, the
+thermal noise, is measured on a dirty image of a source-free polarisation (Stokes V, or Q = (XX - YY) / 2
+for linear feeds without cross-hands) made with the same weighting; it is written as NOISE (Jy/beam at the
+pointing centre) into the image headers, and ``<prefix>.rms.fits`` (NOISE / primary beam) is the noise map of
+the .pbcor image (header keyword NOISEMAP), which forced photometry uses, with the per-epoch fractional
+error FLUXSYS (``FLUX_SYS``) in quadrature.
+"""
 from __future__ import annotations
 
 import shutil
@@ -16,8 +26,13 @@ from eselake.errors import EselakeError
 from eselake.ingest.radio import dsa110
 from eselake.ingest.radio.calibrate import mean_beam, ms_times_freqs
 from eselake.ingest.radio.casa import in_folder, tasks, tools
+from eselake.ingest.photometry.fitsimage import robust_rms
 
 PB_LIMIT = 0.1           # pixels with a mean primary-beam response below this are blanked in .pbcor
+# Per-epoch fractional flux error of a tile image beyond thermal noise (residual calibration and drift-scan
+# deconvolution errors), written as FLUXSYS: measured through the chain on simulated tiles, where stable
+# sources of 0.15-1.1 Jy then have pulls of std 1.0 (faint and bright alike); see the README.
+FLUX_SYS = 0.0045
 
 
 def image_geometry(ms, fov_deg: float, pixels_per_beam: float = 4.0) -> tuple[int, float]:
@@ -49,11 +64,14 @@ def wsclean_available() -> bool:
     return shutil.which("wsclean") is not None
 
 
-def run_wsclean(ms, prefix: Path, imsize: int, cell_arcsec: float, niter: int) -> Path:
-    """WSClean, Stokes I from CORRECTED_DATA; returns the restored FITS image."""
+MAX_IMSIZE = 16384
+
+
+def run_wsclean(ms, prefix: Path, imsize: int, cell_arcsec: float, niter: int, datacolumn: str = "corrected") -> Path:
+    """WSClean, Stokes I from CORRECTED_DATA (or DATA); returns the restored FITS image."""
     cmd = ["wsclean", "-quiet", "-name", str(prefix), "-size", str(imsize), str(imsize),
            "-scale", f"{cell_arcsec}asec", "-niter", str(niter), "-mgain", "0.8", "-auto-threshold", "3",
-           "-clean-border", "5", "-weight", "briggs", "0", "-pol", "I", "-data-column", "CORRECTED_DATA",
+           "-clean-border", "5", "-weight", "briggs", "0", "-pol", "I", "-data-column", _COLUMN[datacolumn],
            "-no-update-model-required", "-j", "1", str(ms)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     out = Path(f"{prefix}-image.fits")
@@ -64,7 +82,10 @@ def run_wsclean(ms, prefix: Path, imsize: int, cell_arcsec: float, niter: int) -
     return out
 
 
-def run_tclean(ms, prefix: Path, imsize: int, cell_arcsec: float, niter: int) -> Path:
+_COLUMN = {"corrected": "CORRECTED_DATA", "data": "DATA"}
+
+
+def run_tclean(ms, prefix: Path, imsize: int, cell_arcsec: float, niter: int, datacolumn: str = "corrected") -> Path:
     """casatasks.tclean (hogbom, Briggs 0), exported to FITS; returns the restored FITS image."""
     ct = tasks()
     with in_folder(prefix.parent):
@@ -72,7 +93,7 @@ def run_tclean(ms, prefix: Path, imsize: int, cell_arcsec: float, niter: int) ->
             shutil.rmtree(f"{prefix}{ext}", ignore_errors=True)
         ct.tclean(vis=str(ms), imagename=str(prefix), imsize=imsize, cell=f"{cell_arcsec}arcsec", specmode="mfs",
                   deconvolver="hogbom", weighting="briggs", robust=0.0, niter=niter, gain=0.1,
-                  threshold="0Jy", nsigma=3.0, pblimit=-1e-6, datacolumn="corrected", stokes="I")
+                  threshold="0Jy", nsigma=3.0, pblimit=-1e-6, datacolumn=datacolumn, stokes="I")
         out = Path(f"{prefix}-image.fits")
         ct.exportfits(imagename=f"{prefix}.image", fitsimage=str(out), overwrite=True, history=False)
         for ext in (".image", ".model", ".residual", ".psf", ".pb", ".sumwt", ".mask"):
@@ -82,8 +103,46 @@ def run_tclean(ms, prefix: Path, imsize: int, cell_arcsec: float, niter: int) ->
     return out
 
 
+def thermal_noise(ms, prefix: Path, imsize: int, cell_arcsec: float, use_wsclean: bool,
+                  datacolumn: str = "corrected") -> float | None:
+    """Thermal rms (Jy/beam) of the tile: robust rms of a dirty Stokes V (else Q) image with the Stokes I
+    imaging weights. None when neither can be formed (a single polarisation)."""
+    for stokes in ("V", "Q"):
+        try:
+            if use_wsclean:
+                cmd = ["wsclean", "-quiet", "-name", str(prefix), "-size", str(imsize), str(imsize),
+                       "-scale", f"{cell_arcsec}asec", "-niter", "0", "-weight", "briggs", "0", "-pol", stokes,
+                       "-data-column", _COLUMN[datacolumn], "-no-update-model-required", "-no-dirty", "-j", "1",
+                       str(ms)]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                out = Path(f"{prefix}-image.fits")
+                if res.returncode != 0 or not out.exists():
+                    continue
+                data = fits.getdata(out)
+            else:
+                ct = tasks()
+                with in_folder(prefix.parent):
+                    ct.tclean(vis=str(ms), imagename=str(prefix), imsize=imsize, cell=f"{cell_arcsec}arcsec",
+                              specmode="mfs", weighting="briggs", robust=0.0, niter=0, pblimit=-1e-6,
+                              datacolumn=datacolumn, stokes=stokes)
+                    out = Path(f"{prefix}-noise.fits")
+                    ct.exportfits(imagename=f"{prefix}.image", fitsimage=str(out), overwrite=True, history=False)
+                data = fits.getdata(out)
+        except Exception:  # noqa: BLE001 - CASA raises RuntimeError/AssertionError for an unavailable Stokes
+            continue
+        finally:
+            for extra in ("-image.fits", "-dirty.fits", "-psf.fits", "-noise.fits"):
+                Path(f"{prefix}{extra}").unlink(missing_ok=True)
+            for ext in (".image", ".model", ".residual", ".psf", ".pb", ".sumwt", ".mask"):
+                shutil.rmtree(f"{prefix}{ext}", ignore_errors=True)
+        rms = robust_rms(np.asarray(data, float).squeeze())
+        if np.isfinite(rms) and rms > 0:
+            return rms
+    return None
+
+
 def pb_correct(image_fits: Path, pbcor_fits: Path, pb_fits: Path, times_mjd, freqs_hz, dec_pointing_deg: float,
-               exposure_s: float) -> Path:
+               exposure_s: float, noise_jyb: float | None = None) -> Path:
     """Divide by the tile's mean primary beam (blanking below PB_LIMIT); write .pb and .pbcor FITS with
     EXPTIME so that readers take DATE-OBS + EXPTIME/2 as the observation mid-time."""
     with fits.open(image_fits) as hdul:
@@ -106,29 +165,81 @@ def pb_correct(image_fits: Path, pbcor_fits: Path, pb_fits: Path, times_mjd, fre
     pbh = hdr.copy()
     pbh["BUNIT"] = ""
     cor = np.where(pb >= PB_LIMIT, data / np.where(pb > 0, pb, 1), np.nan).astype(np.float32)
-    for path, arr, h in ((pb_fits, np.broadcast_to(pb, data.shape), pbh), (pbcor_fits, cor, hdr)):
+    products = [(pb_fits, np.broadcast_to(pb, data.shape), pbh)]
+    keys = ["DATE-OBS", "MJD-OBS", "EXPTIME", "TIMESYS"]
+    if noise_jyb is not None:
+        rms_fits = pbcor_fits.with_name(pbcor_fits.name.removesuffix(".pbcor.fits") + ".rms.fits")
+        hdr["NOISE"] = (float(noise_jyb), "[Jy/beam] thermal rms, pointing centre")
+        hdr["NOISEMAP"] = (rms_fits.name, "noise map of this image: NOISE / pb")
+        rms_map = np.where(pb >= PB_LIMIT, noise_jyb / np.where(pb > 0, pb, 1), np.nan).astype(np.float32)
+        rmsh = hdr.copy()
+        del rmsh["NOISEMAP"]
+        products.append((rms_fits, np.broadcast_to(rms_map, data.shape), rmsh))
+        hdr["FLUXSYS"] = (FLUX_SYS, "per-epoch fractional flux error")
+        keys += ["NOISE", "FLUXSYS"]
+    products.append((pbcor_fits, cor, hdr))       # last: its presence means the tile's products are complete
+    for path, arr, h in products:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
         fits.PrimaryHDU(np.ascontiguousarray(arr), header=h).writeto(tmp, overwrite=True)
         tmp.replace(path)
     hdr_img = hdr.copy()
     with fits.open(image_fits, mode="update") as hdul:
-        hdul[0].header.update({k: hdr_img[k] for k in ("DATE-OBS", "MJD-OBS", "EXPTIME", "TIMESYS")})
+        hdul[0].header.update({k: hdr_img[k] for k in keys})
     return pbcor_fits
 
 
+def stamp_image(image_fits: Path, times_mjd, exposure_s: float, noise_jyb: float | None,
+                integration_s: float = dsa110.INTEGRATION_S) -> Path:
+    """Observation time (DATE-OBS, MJD-OBS, EXPTIME) and thermal NOISE into an image without primary-beam
+    correction (``image_tile(pbcor=False)``, other telescopes)."""
+    from astropy.time import Time
+
+    t0 = float(np.min(times_mjd)) - integration_s / 2 / 86400.0
+    cards = {"DATE-OBS": Time(t0, format="mjd", scale="utc").isot, "MJD-OBS": t0,
+             "EXPTIME": (exposure_s, "[s] mid-time = DATE-OBS + EXPTIME/2"), "TIMESYS": "UTC",
+             "BUNIT": "Jy/beam"}
+    if noise_jyb is not None:
+        cards["NOISE"] = (float(noise_jyb), "[Jy/beam] thermal rms (Stokes V/Q)")
+        cards["FLUXSYS"] = (FLUX_SYS, "per-epoch fractional flux error")
+    with fits.open(image_fits, mode="update") as hdul:
+        hdul[0].header.update(cards)
+    return image_fits
+
+
 def image_tile(ms, out_prefix, dec_pointing_deg: float, *, fov_deg: float = 3.0, niter: int = 2000,
-               imager: str = "auto") -> Path:
-    """Image a calibrated MS; returns <prefix>.pbcor.fits (also writes <prefix>.image.fits and .pb.fits)."""
+               imager: str = "auto", noise_image: bool = True, pbcor: bool = True,
+               datacolumn: str = "corrected") -> Path:
+    """Image a calibrated MS; returns <prefix>.pbcor.fits (also writes <prefix>.image.fits, .pb.fits and,
+    with ``noise_image``, the thermal noise map .rms.fits). With ``pbcor=False`` (data of another telescope)
+    no DSA-110 primary-beam correction: returns <prefix>.image.fits. ``datacolumn``: corrected | data."""
     ms = Path(ms)
     prefix = Path(out_prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     use_wsclean = imager == "wsclean" or (imager == "auto" and wsclean_available())
     # WSClean leaves a 5% border uncleaned (-clean-border): widen its field so the border lies outside fov_deg
     imsize, cell = image_geometry(ms, fov_deg * (1.12 if use_wsclean else 1.0))
+    if imsize > MAX_IMSIZE:
+        raise EselakeError(f"{ms}: {fov_deg} deg at {cell:.3g} arcsec cells needs {imsize}^2 pixels (limit "
+                           f"{MAX_IMSIZE}); give a smaller --fov-deg")
     work = prefix.with_name(f".{prefix.name}.{uuid.uuid4().hex[:6]}")
-    raw = (run_wsclean if use_wsclean else run_tclean)(ms, work, imsize, cell, niter)
+    raw = (run_wsclean if use_wsclean else run_tclean)(ms, work, imsize, cell, niter, datacolumn)
     image = prefix.with_name(prefix.name + ".image.fits")
     raw.replace(image)
+    noise = thermal_noise(ms, work.with_name(work.name + "-noise"), imsize, cell, use_wsclean, datacolumn) \
+        if noise_image else None
     t, f = ms_times_freqs(ms)
+    if not pbcor:
+        dt = _integration_s(ms)
+        return stamp_image(image, t, float(np.ptp(t) * 86400.0 + dt), noise, dt)
+    exposure = len(t) * dsa110.INTEGRATION_S
     return pb_correct(image, prefix.with_name(prefix.name + ".pbcor.fits"), prefix.with_name(prefix.name + ".pb.fits"),
-                      t, f, dec_pointing_deg, exposure_s=len(t) * dsa110.INTEGRATION_S)
+                      t, f, dec_pointing_deg, exposure_s=exposure, noise_jyb=noise)  # noqa: E501
+
+
+def _integration_s(ms) -> float:
+    tb = tools().table()
+    tb.open(str(ms))
+    try:
+        return float(np.median(tb.getcol("INTERVAL")))
+    finally:
+        tb.close()

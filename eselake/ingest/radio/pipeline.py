@@ -4,6 +4,12 @@ Every stage writes its product atomically under ``products/<tile id>/``; a tile 
 committed to the lake is skipped, so a crashed or interrupted run is resumed by running it again. Calibrator
 tiles (a calibrator within 0.5 deg of the phase centre) are solved first; the other tiles of the same UTC date
 get the solutions of the nearest calibrator tile. A tile that fails is reported and skipped.
+
+Early checks, before any expensive stage: the catalogue to measure is loaded in the lake, the calibrator list
+is readable and not empty, the input folder holds DSA-110 subband files (``<ISO time>_sbNN.hdf5``), each tile's
+files are readable DSA-110 UVH5 of one observation (header-only, see ``convert.check_tile``), and a Measurement
+Set comes from DSA-110 or is explicitly entered with ``telescope`` (then without the DSA-110 primary-beam
+correction, ``pbcor=False``, and, for calibrated data, ``skip_calibration=True``).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from astropy import units as u
 from astropy.time import Time
 
 from eselake.errors import EselakeError, InputError
-from eselake.ingest.radio.convert import Tile, convert_tile, group_tiles
+from eselake.ingest.radio.convert import Tile, check_tile, convert_tile, group_tiles, is_dsa110
 from eselake.ingest.parallel import dask_client, run_jobs
 
 
@@ -34,6 +40,9 @@ class TilePlan:
     dec_center_deg: float
     calibrator: object | None = None           # Calibrator in the field, if any
     ms_source: Path | None = None              # an existing MS (copied into the products, never modified)
+    telescope: str = "DSA-110"
+    pbcor: bool = True                         # divide by the DSA-110 primary beam
+    skip_calibration: bool = False             # image the data as they are (already calibrated)
 
     @property
     def tile_id(self) -> str:
@@ -42,6 +51,11 @@ class TilePlan:
     @property
     def folder_name(self) -> str:
         return self.tile_id.replace(":", "")
+
+    @property
+    def product_name(self) -> str:
+        """The image the tile's photometry is measured on."""
+        return "tile.pbcor.fits" if self.pbcor else "tile.image.fits"
 
 
 @dataclass
@@ -63,6 +77,7 @@ def tile_plan(tile: Tile, dec_deg: float | None, calibrators) -> TilePlan:
 
     if not tile.complete:
         raise InputError("missing subband(s) " + ", ".join(f"sb{s:02d}" for s in tile.missing))
+    check_tile(tile)
     first = tile.files[min(tile.files)]
     try:
         with warnings.catch_warnings():
@@ -107,17 +122,22 @@ def process_tile(lake_path: str, plan: TilePlan, products: str, cal_tables: list
         res.seconds["convert"] = time.perf_counter() - t
         t = time.perf_counter()
         res.stage = "calibrate"
-        if plan.calibrator is not None:
-            tables = calibrate.solve(ms, plan.calibrator, plan.dec_deg)
-        elif cal_tables:
-            tables = [Path(p) for p in cal_tables]
+        if plan.skip_calibration:
+            datacolumn = "corrected" if _has_column(ms, "CORRECTED_DATA") else "data"
         else:
-            raise EselakeError("no calibrator tile on this date: no solutions to apply")
-        calibrate.apply(ms, tables)
+            if plan.calibrator is not None:
+                tables = calibrate.solve(ms, plan.calibrator, plan.dec_deg)
+            elif cal_tables:
+                tables = [Path(p) for p in cal_tables]
+            else:
+                raise EselakeError("no calibrator tile on this date: no solutions to apply")
+            calibrate.apply(ms, tables)
+            datacolumn = "corrected"
         res.seconds["calibrate"] = time.perf_counter() - t
         t = time.perf_counter()
         res.stage = "image"
-        pbcor = image_tile(ms, folder / "tile", plan.dec_deg, fov_deg=fov_deg, niter=niter, imager=imager)
+        pbcor = image_tile(ms, folder / "tile", plan.dec_deg, fov_deg=fov_deg, niter=niter, imager=imager,
+                           pbcor=plan.pbcor, datacolumn=datacolumn)
         res.seconds["image"] = time.perf_counter() - t
         t = time.perf_counter()
         res.stage = "photometry"
@@ -133,9 +153,20 @@ def process_tile(lake_path: str, plan: TilePlan, products: str, cal_tables: list
     return res
 
 
+def _has_column(ms, name: str) -> bool:
+    from eselake.ingest.radio.casa import tools
+
+    tb = tools().table()
+    tb.open(str(ms))
+    try:
+        return name in tb.colnames()
+    finally:
+        tb.close()
+
+
 def _done(lake, products: Path, plan: TilePlan) -> bool:
     from eselake.ingest.photometry.measure import image_id_of
-    pbcor = products / plan.folder_name / "tile.pbcor.fits"
+    pbcor = products / plan.folder_name / plan.product_name
     if not pbcor.exists():
         return False
     try:
@@ -150,7 +181,14 @@ def ingest_uvh5(lake, uvh5_dir, products, *, calibrators, catalog: str = "nvss",
                 on_result: Callable[[TileResult, int, int], None] | None = None, scheduler=None) -> list[TileResult]:
     """Ingest every complete tile of ``uvh5_dir`` not yet in the lake. Returns one result per tile.
     ``scheduler``: run the tiles as tasks on a Dask cluster (see :func:`eselake.ingest.parallel.run_jobs`)."""
-    return _ingest(lake, group_tiles(uvh5_dir), lambda t, cals: tile_plan(t, dec_deg, cals), lambda t: t.tile_id,
+    if calibrators is None:
+        raise InputError("--calibrators is needed: the chain calibrates every tile (CSV or the VLA calibrator list)")
+    tiles = group_tiles(uvh5_dir)
+    if not tiles:
+        others = sum(1 for p in Path(uvh5_dir).iterdir() if p.is_file())
+        raise InputError(f"{uvh5_dir}: no DSA-110 subband files (<YYYY-MM-DDTHH:MM:SS>_sbNN.hdf5)"
+                         + (f"; {others} other file(s) there" if others else "; the folder is empty"))
+    return _ingest(lake, tiles, lambda t, cals: tile_plan(t, dec_deg, cals), lambda t: t.tile_id,
                    products, calibrators, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), force, on_result,
                    scheduler)
 
@@ -161,7 +199,11 @@ def _ingest(lake, items, plan_for, name_of, products, calibrators, workers: int,
     from eselake.ingest.radio.calibrate import read_calibrators
 
     products = Path(products).absolute()
-    cals = calibrators if isinstance(calibrators, list) else read_calibrators(calibrators)
+    check_catalog_loaded(lake, common[0])
+    cals = calibrators if isinstance(calibrators, list) else \
+        [] if calibrators is None else read_calibrators(calibrators)
+    if not cals and calibrators is not None:
+        raise InputError(f"{calibrators}: no calibrators in the list")
     results: list[TileResult] = []
 
     def report(r: TileResult):
@@ -177,6 +219,14 @@ def _ingest(lake, items, plan_for, name_of, products, calibrators, workers: int,
             report(TileResult(name_of(item), "failed", error=str(exc)))
     _run_plans(lake, plans, products, workers, common, report, force, scheduler)
     return results
+
+
+def check_catalog_loaded(lake, catalog: str) -> None:
+    """The catalogue the chain will measure must be in the lake before any tile is converted or imaged."""
+    n = lake.sql("SELECT count(*) AS n FROM catalog_sources WHERE catalog = ?", [catalog.lower()])["n"][0]
+    if not n:
+        raise EselakeError(f"catalogue {catalog!r} is not loaded in {lake.path}; run: eselake catalog load "
+                           f"{catalog} FILE (nothing was processed)")
 
 
 def _run_plans(lake, plans, products: Path, workers: int, common: tuple, report, force: bool,
@@ -213,8 +263,14 @@ def _run_plans(lake, plans, products: Path, workers: int, common: tuple, report,
         run([p for p in todo if p.calibrator is None], client)
 
 
-def ms_plan(ms, dec_deg: float | None, calibrators) -> TilePlan:
-    """Plan for an existing Measurement Set: its phase centre and mid-time from the MS itself."""
+def ms_plan(ms, dec_deg: float | None, calibrators, telescope: str | None = None, pbcor: bool = True,
+            skip_calibration: bool = False) -> TilePlan:
+    """Plan for an existing Measurement Set: its telescope, phase centre and mid-time from the MS itself.
+
+    A Measurement Set of another telescope is refused unless ``telescope`` names it: the chain models DSA-110
+    (the primary beam of its 4.65 m dishes over a meridian drift scan, calibrator transfer), so such data are
+    imaged without primary-beam correction (``pbcor`` must be False) and, when already calibrated, with
+    ``skip_calibration``."""
     from astropy.coordinates import SkyCoord
 
     from eselake.ingest.radio.calibrate import calibrator_in_field, ms_times_freqs
@@ -224,21 +280,43 @@ def ms_plan(ms, dec_deg: float | None, calibrators) -> TilePlan:
     if not (ms / "table.dat").exists():
         raise InputError(f"{ms}: not a Measurement Set")
     tb = tools().table()
-    tb.open(f"{ms}/FIELD")
-    ra, dec = tb.getcol("PHASE_DIR")[:, 0, 0]
-    tb.close()
-    c = SkyCoord(np.rad2deg(ra) % 360, np.rad2deg(dec), unit="deg")
+    try:
+        tb.open(f"{ms}/OBSERVATION")
+        names = [str(n) for n in tb.getcol("TELESCOPE_NAME")] if tb.nrows() else []
+        tb.close()
+        tb.open(f"{ms}/FIELD")
+        ra, dec = tb.getcol("PHASE_DIR")[:, 0, 0]
+        tb.close()
+    except RuntimeError as exc:
+        raise InputError(f"{ms}: unreadable Measurement Set ({exc})") from exc
+    found = names[0] if names else "an unknown telescope"
+    if not (names and is_dsa110(found)):
+        if telescope is None:
+            raise InputError(f"{ms}: a Measurement Set of {found} (OBSERVATION/TELESCOPE_NAME), not DSA-110; the "
+                             "chain applies the DSA-110 primary beam and drift-scan model. To image it anyway give "
+                             f"--telescope {found.replace(' ', '_')} --no-pbcor (and --skip-calibration for "
+                             "calibrated data)")
+        if pbcor:
+            raise InputError(f"{ms}: --telescope {telescope}: only the DSA-110 primary beam is modelled; add "
+                             "--no-pbcor to image without primary-beam correction")
     t, _ = ms_times_freqs(ms)
     mid = Time(float(np.mean(t)), format="mjd", scale="utc")
+    c = SkyCoord(np.rad2deg(ra) % 360, np.rad2deg(dec), unit="deg")
     return TilePlan(None, mid, float(dec_deg if dec_deg is not None else c.dec.deg), float(c.ra.deg),
-                    float(c.dec.deg), calibrator_in_field(c, calibrators), ms_source=ms)
+                    float(c.dec.deg), None if skip_calibration else calibrator_in_field(c, calibrators),
+                    ms_source=ms, telescope=telescope or found, pbcor=pbcor, skip_calibration=skip_calibration)
 
 
-def ingest_ms(lake, ms_paths, products, *, calibrators, catalog: str = "nvss", dec_deg: float | None = None,
+def ingest_ms(lake, ms_paths, products, *, calibrators=None, catalog: str = "nvss", dec_deg: float | None = None,
               workers: int = 1, imager: str = "auto", fov_deg: float = 3.0, niter: int = 2000,
               min_flux_mjy: float | None = None, force: bool = False, on_result=None,
-              scheduler=None) -> list[TileResult]:
-    """Enter the chain with Measurement Sets (copied into ``products``, then calibrated, imaged, measured)."""
-    return _ingest(lake, list(ms_paths), lambda ms, cals: ms_plan(ms, dec_deg, cals), lambda ms: Path(ms).name,
-                   products, calibrators, workers, (catalog, imager, fov_deg, niter, min_flux_mjy), force, on_result,
-                   scheduler)
+              scheduler=None, telescope: str | None = None, pbcor: bool = True,
+              skip_calibration: bool = False) -> list[TileResult]:
+    """Enter the chain with Measurement Sets (copied into ``products``, then calibrated, imaged, measured).
+    ``telescope``, ``pbcor``, ``skip_calibration``: see :func:`ms_plan`."""
+    if calibrators is None and not skip_calibration:
+        raise InputError("--calibrators is needed to calibrate (or give --skip-calibration for calibrated data)")
+    return _ingest(lake, list(ms_paths),
+                   lambda ms, cals: ms_plan(ms, dec_deg, cals, telescope, pbcor, skip_calibration),
+                   lambda ms: Path(ms).name, products, calibrators, workers,
+                   (catalog, imager, fov_deg, niter, min_flux_mjy), force, on_result, scheduler)
