@@ -49,6 +49,7 @@ def cluster():
 
 
 def _batch(lake_path, folder, src, *extra, env=None):
+    env = {"ESELAKE_SCHEDULER": None, **(env or {})}      # local unless the test says otherwise
     return CliRunner().invoke(main, ["--lake", str(lake_path), "photometry", "batch", "--source-list", str(src),
                                      "--image-dir", str(folder), *extra], env=env)
 
