@@ -4,16 +4,14 @@ The search's statistic ``lr`` (the red-noise corrected 2 ln likelihood ratio of 
 maximised over templates, durations and centres) is not chi-square distributed: the maximisation is a
 look-elsewhere effect, and the noise model is only approximate. So its tail is calibrated empirically on
 surrogate lightcurves without events: the simulated survey population's non-ESE sources (``sim.survey``:
-stable sources, red-noise AGN, flares, calibration errors, bad nights, gaps), 1.5- and 2.7-year spans. For
-each threshold the calibration counts the surrogates that are ``is_dip`` with ``lr`` at or above it, per
-source-year of lightcurve, and fits
-
-    log10 rate(z) = c0 + c1 z + c2 z^2,   z = sqrt(lr)
-
-to the empirical rates between 3e-2 and the smallest measurable rate (the coefficients below, measured with
-``calibrate()``; re-run it when the search changes). ``fap_per_source_year(lr)`` evaluates the fit: the
-expected number of false candidates per source-year at this lr, the number presets threshold on. Rates below
-the smallest measured one (about 1e-5) are extrapolations of the fitted Gaussian-like tail.
+70 % stable, 25 % red-noise AGN, 5 % flaring sources, with calibration errors, bad nights and gaps; half with
+2.7-year and half with 1.5-year spans). For thresholds z = sqrt(lr) on a grid, the calibration counts the
+surrogates that are ``is_dip`` with lr at or above the threshold, per source-year of lightcurve, and ships the
+monotone table ``TABLE`` of log10 rate against z (``calibrate()`` re-measures it; re-run it whenever the search
+changes). ``fap_per_source_year(lr)`` interpolates the table linearly in z: the expected number of false
+candidates per source-year at this lr, the number the presets threshold on. Beyond the last tabulated point
+(where the surrogates run out, about 3 exceedances) the log rate is extrapolated linearly in z with the slope
+of the table's last decade.
 
 The table is fixed (shipped here), so a source's false-alarm rate depends only on its own lr, never on the
 other sources searched with it.
@@ -23,28 +21,26 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-# fitted by calibrate(); see CALIBRATION for the run that produced them
-COEFFS = (1.0, -0.1, -0.12)
-CALIBRATION = {"n_sources": 0, "source_years": 0.0, "seed": 0, "z_range": (0.0, 0.0)}
-Z_FLOOR = 3.0            # below this z the rate is capped at the fitted value at Z_FLOOR (not calibrated)
+# measured by calibrate(); CALIBRATION describes the run
+TABLE_Z = (3.0, 4.0)
+TABLE_LOG10_RATE = (0.0, -1.0)
+TAIL_SLOPE = -0.2        # d log10(rate) / dz beyond the table
+CALIBRATION = {"n_sources": 0, "source_years": 0.0, "seed": 1000}
 
 
 def fap_per_source_year(lr) -> np.ndarray:
     """Expected number of false ESE candidates per source-year at or above 2 ln LR = ``lr``."""
     z = np.sqrt(np.maximum(np.asarray(lr, float), 0.0))
-    z = np.maximum(z, Z_FLOOR)
-    c0, c1, c2 = COEFFS
-    return np.minimum(10.0 ** (c0 + c1 * z + c2 * z * z), 1e3)
+    tz, tr = np.asarray(TABLE_Z), np.asarray(TABLE_LOG10_RATE)
+    lg = np.interp(z, tz, tr) + np.where(z > tz[-1], TAIL_SLOPE * (z - tz[-1]), 0.0)
+    return 10.0 ** lg
 
 
 def lr_threshold(fap: float) -> float:
-    """The lr at which ``fap_per_source_year`` equals ``fap`` (the preset's threshold)."""
-    c0, c1, c2 = COEFFS
-    target = np.log10(fap)
-    zs = np.linspace(Z_FLOOR, 40, 400001)
-    v = c0 + c1 * zs + c2 * zs * zs
-    i = np.argmax(v <= target)
-    return float(zs[i] ** 2)
+    """The lr at which ``fap_per_source_year`` falls to ``fap`` (a preset's threshold)."""
+    zs = np.linspace(TABLE_Z[0], 60, 600001)
+    v = np.log10(fap_per_source_year(zs ** 2))
+    return float(zs[np.argmax(v <= np.log10(fap))] ** 2)
 
 
 def sigma_from_fap(fap, span_years) -> np.ndarray:
@@ -64,18 +60,22 @@ def empirical_rate(results, lr_grid) -> tuple[np.ndarray, float]:
     return counts / years, years
 
 
-def fit_tail(results, min_count: int = 3, max_rate: float = 3e-2):
-    """Fit (c0, c1, c2) of log10 rate(z) to the empirical rates of null ``results`` (search output)."""
-    z_grid = np.arange(3.0, 15.0, 0.05)
-    rate, years = empirical_rate(results, z_grid ** 2)
-    ok = (rate * years >= min_count) & (rate <= max_rate)
-    if ok.sum() < 5:
-        raise ValueError("too few null exceedances to fit the false-alarm tail")
-    z, lg = z_grid[ok], np.log10(rate[ok])
-    w = np.sqrt(rate[ok] * years)                 # Poisson weights on log counts
-    A = np.stack([np.ones_like(z), z, z * z], 1) * w[:, None]
-    coeffs = np.linalg.lstsq(A, lg * w, rcond=None)[0]
-    return tuple(float(c) for c in coeffs), (float(z.min()), float(z.max())), years
+def fit_tail(results, min_count: int = 3, step: float = 0.25):
+    """Monotone table (z nodes, log10 rates, tail slope) from null search ``results``."""
+    years = float(np.sum(np.maximum(results["span_days"].to_numpy(), 1.0)) / 365.25)
+    z = np.arange(3.0, 40.0, step)
+    rate, _ = empirical_rate(results, z ** 2)
+    keep = rate * years >= min_count
+    z, lg = z[keep], np.log10(rate[keep])
+    lg = np.minimum.accumulate(lg)                 # monotone (counts are already, this guards ties)
+    tail = z >= z[-1] - 1e-9
+    last_decade = lg <= lg[-1] + 1.0
+    if last_decade.sum() >= 3:
+        slope = float(np.polyfit(z[last_decade], lg[last_decade], 1)[0])
+    else:
+        slope = -0.5
+    del tail
+    return tuple(float(round(v, 3)) for v in z), tuple(float(round(v, 4)) for v in lg), min(slope, -0.05), years
 
 
 def null_population(n_sources: int, seed: int):
@@ -90,24 +90,32 @@ def null_population(n_sources: int, seed: int):
     return pl.concat([a, b])
 
 
-def calibrate(n_sources: int = 40000, seed: int = 1000, chunk: int = 10000):
-    """Run the search on ``n_sources`` null surrogates and fit the tail; returns (coeffs, z_range, years, results)."""
+def calibrate(n_sources: int = 30000, seed: int = 1000, chunk: int = 10000):
+    """Run the search on ``n_sources`` null surrogates and tabulate the tail: (table, results)."""
     import polars as pl
     from eselake.detection.search import search_lightcurves
     parts = []
     for k in range(0, n_sources, chunk):
         daily = null_population(min(chunk, n_sources - k), seed + k)
-        parts.append(search_lightcurves(daily).with_columns(pl.lit(k).alias("part"),
-                                                            (pl.col("source_id") + f"~{k}").alias("source_id")))
+        parts.append(search_lightcurves(daily).with_columns((pl.col("source_id") + f"~{k}").alias("source_id")))
     res = pl.concat(parts)
-    coeffs, zr, years = fit_tail(res)
-    return coeffs, zr, years, res
+    return fit_tail(res), res
 
 
-if __name__ == "__main__":      # python -m eselake.detection.falsealarm [n_sources]: print a new table
+def _print_table(table, n):
+    z, lg, slope, years = table
+    print(f"TABLE_Z = {z}\nTABLE_LOG10_RATE = {lg}\nTAIL_SLOPE = {slope:.3f}\n"
+          f"CALIBRATION = {{'n_sources': {n}, 'source_years': {years:.0f}, 'seed': 1000}}")
+
+
+if __name__ == "__main__":      # python -m eselake.detection.falsealarm [n_sources | results.parquet]
     import sys
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 40000
-    coeffs, zr, years, res = calibrate(n)
-    res.write_parquet("falsealarm_calibration.parquet")
-    print(f"COEFFS = {coeffs}\nCALIBRATION = {{'n_sources': {n}, 'source_years': {years:.0f}, 'seed': 1000, "
-          f"'z_range': ({zr[0]:.2f}, {zr[1]:.2f})}}")
+    import polars as pl
+    arg = sys.argv[1] if len(sys.argv) > 1 else "30000"
+    if arg.endswith(".parquet"):
+        res = pl.read_parquet(arg)
+        _print_table(fit_tail(res), res.height)
+    else:
+        table, res = calibrate(int(arg))
+        res.write_parquet("falsealarm_calibration.parquet")
+        _print_table(table, int(arg))

@@ -87,41 +87,35 @@ def structure_function(y, e, present, lags=SF_LAGS):
 def fit_drw(sd, ew, npairs, lags=SF_LAGS, min_pairs: int = 12, tau_min=None):
     """Fit SF(L)^2 = k^2 ew(L)^2 + 2 sigma_r^2 (1 - exp(-L/tau_r)) to each row, tau_r on ``TAU_GRID``.
 
-    Weighted least squares in (k^2, sigma_r^2) >= 0 with weights n_pairs / SF^4 (relative errors of the
-    variance estimates); ``tau_min`` (days, per row) restricts tau_r to grid values >= it (the largest grid
-    value at least). Returns k (error scale), sigma_r (Jy) and tau_r (days) per row.
+    k (the error scale) comes from the shortest lag, where a red process adds little; sigma_r^2 >= 0 by
+    weighted least squares over all lags (weights n_pairs / SF^4: relative errors of the variance estimates)
+    for every tau_r of the grid that is >= ``tau_min`` (days, per row; the largest grid value at least),
+    keeping the best. Returns k, sigma_r (Jy) and tau_r (days) per row (k NaN where lag 1 has too few pairs).
     """
     tmin = np.zeros(sd.shape[0]) if tau_min is None else np.minimum(np.asarray(tau_min, float), TAU_GRID[-1])
     sf2 = sd ** 2
     wgt = np.where(npairs >= min_pairs, npairs / np.maximum(sf2, 1e-30) ** 2, 0.0)
     x1 = ew ** 2
-    best = np.full(sd.shape[0], np.inf)
-    k2_b = np.ones(sd.shape[0])
-    s2_b = np.zeros(sd.shape[0])
-    tau_b = np.full(sd.shape[0], TAU_GRID[0])
-    for tau in TAU_GRID:
-        x2 = 2 * (1 - np.exp(-lags / tau))[None, :] * np.ones_like(sf2)
-        a11 = (wgt * x1 * x1).sum(1); a12 = (wgt * x1 * x2).sum(1); a22 = (wgt * x2 * x2).sum(1)
-        b1 = (wgt * x1 * sf2).sum(1); b2 = (wgt * x2 * sf2).sum(1)
-        det = a11 * a22 - a12 ** 2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            k2 = (a22 * b1 - a12 * b2) / det
-            s2 = (a11 * b2 - a12 * b1) / det
-            only_white = (s2 < 0) | ~np.isfinite(s2) | (det <= 1e-12 * a11 * a22)
-            k2 = np.where(only_white, b1 / a11, k2)
-            s2 = np.where(only_white, 0.0, s2)
-            bad_k = k2 < 0
-            s2 = np.where(bad_k, b2 / a22, s2)
-            k2 = np.where(bad_k, 0.0, k2)
-        resid = (wgt * (sf2 - k2[:, None] * x1 - s2[:, None] * x2) ** 2).sum(1)
-        better = (resid < best) & (tau >= tmin)
-        best = np.where(better, resid, best)
-        k2_b = np.where(better, k2, k2_b)
-        s2_b = np.where(better, s2, s2_b)
-        tau_b = np.where(better, tau, tau_b)
-    no_fit = ~np.isfinite(best) | ((wgt > 0).sum(1) < 3)
-    k = np.where(no_fit, np.nan, np.sqrt(np.maximum(k2_b, 0.0)))
-    return k, np.where(no_fit, 0.0, np.sqrt(s2_b)), np.where(no_fit, TAU_GRID[0], tau_b)
+    ok1 = npairs[:, 0] >= min_pairs
+    k2 = np.where(ok1, sf2[:, 0] / np.maximum(x1[:, 0], 1e-30), np.nan)
+    for _ in range(2):          # second pass: remove the red process's share of the lag-1 variance from k^2
+        excess = sf2 - np.nan_to_num(k2)[:, None] * x1
+        best = np.full(sd.shape[0], np.inf)
+        s2_b = np.zeros(sd.shape[0])
+        tau_b = np.full(sd.shape[0], TAU_GRID[-1])
+        for tau in TAU_GRID:
+            x2 = 2 * (1 - np.exp(-lags / tau))[None, :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                s2 = np.maximum((wgt * x2 * excess).sum(1) / (wgt * x2 * x2).sum(1), 0.0)
+            s2 = np.nan_to_num(s2)
+            resid = (wgt * (excess - s2[:, None] * x2) ** 2).sum(1)
+            better = (resid < best) & (tau >= tmin)
+            best = np.where(better, resid, best)
+            s2_b = np.where(better, s2, s2_b)
+            tau_b = np.where(better, tau, tau_b)
+        red1 = 2 * s2_b * (1 - np.exp(-lags[0] / tau_b))
+        k2 = np.where(ok1, np.maximum(sf2[:, 0] - red1, 0.25 * sf2[:, 0]) / np.maximum(x1[:, 0], 1e-30), np.nan)
+    return np.sqrt(k2), np.where(ok1, np.sqrt(s2_b), 0.0), tau_b
 
 
 def drw_apply(u: np.ndarray, tau_days: np.ndarray) -> np.ndarray:

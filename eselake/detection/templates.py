@@ -20,8 +20,8 @@ DURATIONS_DAYS = tuple(float(round(14.0 * 2 ** (j / 2), 1)) for j in range(9))  
 SHAPES = ((None, 0.0), (0.3, 0.1), (1.0, 0.1), (2.5, 0.05), (2.5, 0.3), (5.0, 0.1), (10.0, 0.05), (10.0, 0.3))
 # the coarse scan's shapes (the refinement then tries the flat dip and every ALPHAS_FINE x SIZES_FINE lens)
 SCAN_SHAPES = ((None, 0.0), (0.3, 0.1), (1.0, 0.1), (2.5, 0.3), (10.0, 0.05))
-ALPHAS_FINE = (0.3, 0.6, 1.0, 1.6, 2.5, 3.5, 5.0, 7.0, 10.0, 14.0)   # for the alpha profile of a candidate
-SIZES_FINE = (0.05, 0.15, 0.3, 0.6)
+ALPHAS_FINE = (0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.0, 3.5, 4.2, 5.0, 6.0, 7.0, 8.5, 10.0, 12.0, 14.0)
+SIZES_FINE = (0.05, 0.1, 0.2, 0.35, 0.6)
 DV = 1.0 / 400                # tabulation step in units of the duration
 V_MAX = 3.0                   # tables cover |v| <= V_MAX durations
 
