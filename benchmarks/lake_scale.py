@@ -1,15 +1,20 @@
-"""Scale of the lake: build a compacted lake of N sources x M images (default 10k x 10k = 100M measurements)
-and time a full variability_stats and ese_candidates query and single-source lightcurve queries (p50/p99).
+"""Scale of the lake: N sources x M images (default 10k x 1k = 10M measurements; --images 10000 for 100M) in
+Delta tables, and side by side in one run with the floor (a plain DuckDB GROUP BY over the same files):
 
-    python benchmarks/lake_scale.py [--sources 10000] [--images 10000] [--lightcurves 50] [--keep DIR]
+  full rebuild (`eselake refresh --full`: reference set, gains, daily bins, statistics, ESE search, candidates)
+  one new tile landed + incremental refresh until it is visible in fresh candidates
+  the candidate list, one source's statistics, one lightcurve (p50/p99), an API candidate click, peak RSS
 
-The lake is written night by night (one file per night, sorted by source_id, 128k-row groups with min/max
-statistics), as `eselake lake compact` leaves it; a single source's query then reads a few row groups per file.
-Needs ~20 GB free disk for the default size; memory use stays within a few GB.
+    python benchmarks/lake_scale.py [--sources 10000] [--images 1000] [--images-per-night 20] [--keep DIR]
+
+Targets at 100M rows on 2 cores (issue 11): full rebuild < 60 s; a new tile visible in candidates < 5 s;
+candidate list < 0.5 s; one source's statistics < 50 ms; one lightcurve p50 < 20 ms; peak memory < 4 GB;
+an API candidate click < 200 ms.
 """
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -17,82 +22,134 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from eselake import Lake
+from eselake import Lake, detect_ese_candidates
+from eselake.lake.connect import glob_escape
+from eselake.lake.derived import refresh
 from eselake.sim.lightcurves import Dip, simulate_photometry
-from eselake.lake.layout import IMAGES_SCHEMA, PHOTOMETRY_SCHEMA, new_ingest_id, night_of
-from eselake.lake.write import conform, write_parquet_atomic
 
 
-def build(lake: Lake, n_sources: int, n_images: int, images_per_night: int) -> None:
+def _chunk(n_sources, start, k, images_per_night, n_images, base, seed):
+    sim = simulate_photometry(n_sources, k, start_mjd=60000.0 + start / images_per_night,
+                              cadence_days=1.0 / images_per_night, noise_jy=2e-3, frac_noise=0.02,
+                              gain_sigma=0.03, seed=seed,
+                              dips=[Dip(7, 60000 + 0.4 * n_images / images_per_night, 40, 0.3)], base_flux_jy=base)
+    ids = [f"img-{start + i:07d}" for i in range(k)]
+    mapping = dict(zip(sim.images.column("image_id").to_pylist(), ids))
+    images = sim.images.set_column(0, "image_id", pa.array(ids))
+    col = sim.photometry.schema.get_field_index("image_id")
+    phot = sim.photometry.set_column(col, "image_id", pa.array(
+        [mapping[i] for i in sim.photometry.column("image_id").to_pylist()]))
+    return images, phot
+
+
+def build(lake: Lake, n_sources: int, n_images: int, per_night: int, base) -> None:
     t0 = time.perf_counter()
-    base = np.exp(np.random.default_rng(0).uniform(np.log(0.05), np.log(1.0), n_sources))   # fixed per source
-    for start in range(0, n_images, images_per_night):
-        k = min(images_per_night, n_images - start)
-        sim = simulate_photometry(n_sources, k, start_mjd=60000.0 + start / images_per_night, cadence_days=0.9 / k,
-                                  noise_jy=2e-3, frac_noise=0.02, gain_sigma=0.03, seed=start,
-                                  dips=[Dip(7, 60000 + 0.4 * n_images / images_per_night, 40, 0.3)],
-                                  base_flux_jy=base)
-        ids = [f"img-{start + i:07d}" for i in range(k)]
-        mapping = dict(zip(sim.images.column("image_id").to_pylist(), ids))
-        images = sim.images.set_column(0, "image_id", pa.array(ids))
-        phot = sim.photometry.set_column(sim.photometry.schema.get_field_index("image_id"), "image_id",
-                                         pa.array([mapping[i] for i in sim.photometry.column("image_id").to_pylist()]))
-        ing = new_ingest_id()
-        night = night_of(float(images.column("mjd")[0].as_py()))
-        write_parquet_atomic(conform(phot.append_column("ingest_id", pa.array([ing] * phot.num_rows)), PHOTOMETRY_SCHEMA),
-                             lake.dataset_dir("photometry") / f"night={night}" / f"compact-{ing}.parquet",
-                             sort_by="source_id")
-        write_parquet_atomic(conform(images.append_column("ingest_id", pa.array([ing] * k)), IMAGES_SCHEMA),
-                             lake.dataset_dir("images") / f"night={night}" / f"compact-{ing}.parquet")
-        done = start + k
-        print(f"\r  writing: {done}/{n_images} images ({done * n_sources:,} rows, "
+    step = per_night * 25                      # 25 nights per commit (one file per night partition)
+    for start in range(0, n_images, step):
+        k = min(step, n_images - start)
+        images, phot = _chunk(n_sources, start, k, per_night, n_images, base, seed=start)
+        lake.commit_batch(images, phot, operation="benchmark load")
+        print(f"\r  loading: {start + k}/{n_images} images ({(start + k) * n_sources:,} rows, "
               f"{time.perf_counter() - t0:.0f} s)", end="", flush=True)
     print()
+
+
+def timed(label, fn, note=""):
+    t = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t
+    print(f"  {label:48s} {dt:9.3f} s  {note}")
+    return out, dt
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sources", type=int, default=10_000)
-    ap.add_argument("--images", type=int, default=10_000)
-    ap.add_argument("--images-per-night", type=int, default=20,
-                    help="images per night (20: 500 nights, so a 40-day dip is a small part of each lightcurve)")
+    ap.add_argument("--images", type=int, default=1_000)
+    ap.add_argument("--images-per-night", type=int, default=2)
     ap.add_argument("--lightcurves", type=int, default=50)
     ap.add_argument("--keep", type=Path, default=None, help="build (or reuse) the lake here instead of a temp dir")
     args = ap.parse_args()
-    tmp = None
-    if args.keep is None:
-        tmp = tempfile.TemporaryDirectory()
-        root = Path(tmp.name) / "lake"
-    else:
-        root = args.keep
+    tmp = tempfile.TemporaryDirectory() if args.keep is None else None
+    root = Path(tmp.name) / "lake" if tmp else args.keep
     lake = Lake(root)
     n_rows = args.sources * args.images
-    print(f"lake of {args.sources:,} sources x {args.images:,} images = {n_rows:,} measurements at {root}")
-    if not lake.files("photometry"):
-        build(lake, args.sources, args.images, args.images_per_night)
-    size = sum(f.stat().st_size for f in lake.files("photometry"))
-    print(f"  {len(lake.files('photometry'))} photometry files, {size / 1e9:.2f} GB")
+    nights = args.images // args.images_per_night
+    print(f"lake of {args.sources:,} sources x {args.images:,} images ({nights} nights) = {n_rows:,} measurements")
+    base = np.exp(np.random.default_rng(0).uniform(np.log(0.05), np.log(1.0), args.sources))
+    if not lake.exists():
+        build(lake, args.sources, args.images, args.images_per_night, base)
+    snap = lake.snapshots()["photometry"]
+    size = sum(Path(f).stat().st_size for f in snap.files)
+    print(f"  {len(snap.files)} photometry files, {size / 1e9:.2f} GB\n")
 
-    def timed(label, q, params=None):
-        t = time.perf_counter()
-        df = lake.sql(q, params)
-        dt = time.perf_counter() - t
-        print(f"  {label:44s} {dt:8.2f} s  ({df.height:,} rows)")
-        return df
+    import duckdb
+    con = duckdb.connect()
+    con.execute("SET VARIABLE f = ?", [[glob_escape(f) for f in snap.files]])
+    print("floor (plain DuckDB over the same files):")
+    _, floor = timed("GROUP BY source_id: count, mean, std", lambda: con.sql(
+        "SELECT source_id, count(*), avg(peak_jyb), stddev_samp(peak_jyb) FROM read_parquet(getvariable('f')) "
+        "GROUP BY source_id").fetchall())
+    con.close()
 
-    timed("first query (views + gains cache build)", "SELECT count(*) AS n FROM images")
-    timed("variability_stats, all sources", "SELECT * FROM variability_stats")
-    cands = timed("ese_candidates, all sources", "SELECT * FROM ese_candidates")
-    print(f"  candidates: {cands['source_id'].to_list()[:5]} (injected: SIM J000007)")
+    print("eselake:")
+    res, full = timed("full rebuild (refresh --full)", lambda: refresh(lake, full=True))
+    images, phot = _chunk(args.sources, args.images, 1, args.images_per_night, args.images, base, seed=99)
+
+    def land():
+        lake.commit_batch(images, phot, operation="benchmark tile")
+        r = refresh(lake)
+        return r, detect_ese_candidates(lake)
+    (r, cands), tile = timed("one new tile landed + refresh + candidates", land)
+    print(f"    refresh: {r}")
+    _, clist = timed("candidate list (moderate)", lambda: detect_ese_candidates(lake), f"{cands.height} candidates, "
+                     f"first: {cands['source_id'].to_list()[:3]} (injected SIM J000007)")
     rng = np.random.default_rng(0)
-    times = []
-    for sid in rng.integers(0, args.sources, args.lightcurves):
-        t = time.perf_counter()
-        lake.sql("SELECT mjd, peak_jyb, peak_err_jyb, normalized_flux_jy FROM photometry WHERE source_id = ? "
-                 "ORDER BY mjd", [f"SIM J{sid:06d}"])
-        times.append(time.perf_counter() - t)
-    print(f"  single-source lightcurve ({args.lightcurves} sources)       p50 {np.percentile(times, 50):.3f} s   "
-          f"p99 {np.percentile(times, 99):.3f} s")
+    ids = [f"SIM J{i:06d}" for i in rng.integers(0, args.sources, args.lightcurves)]
+
+    def per_source(q):
+        times = []
+        for sid in ids:
+            t = time.perf_counter()
+            lake.sql(q, [sid])
+            times.append(time.perf_counter() - t)
+        return np.percentile(times, 50), np.percentile(times, 99)
+    s50, s99 = per_source("SELECT * FROM variability_stats WHERE source_id = ?")
+    print(f"  {'one source statistics p50 / p99':48s} {s50:9.3f} s  p99 {s99:.3f} s")
+    l50, l99 = per_source("SELECT mjd, peak_jyb, peak_err_jyb, normalized_flux_jy FROM photometry "
+                          "WHERE source_id = ? ORDER BY mjd")
+    print(f"  {'one lightcurve p50 / p99':48s} {l50:9.3f} s  p99 {l99:.3f} s")
+    click = None
+    try:
+        from fastapi.testclient import TestClient
+        from urllib.parse import quote
+
+        from eselake.api import create_app
+        client = TestClient(create_app(lake), base_url="http://127.0.0.1")
+        client.get(f"/api/ese/candidates/{quote('SIM J000007', safe='')}")
+        times = []
+        for sid in ids[:10] + ["SIM J000007"]:
+            t = time.perf_counter()
+            client.get(f"/api/ese/candidates/{quote(sid, safe='')}")
+            client.get(f"/api/v1/sources/{quote(sid, safe='')}/lightcurve")
+            times.append(time.perf_counter() - t)
+        click = float(np.percentile(times, 50))
+        print(f"  {'API candidate click (detail + lightcurve) p50':48s} {click:9.3f} s")
+    except Exception as exc:  # noqa: BLE001 - the API is optional for this benchmark
+        print(f"  API click not measured: {exc}")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    print(f"  {'peak RSS':48s} {rss:9.2f} GB")
+    print()
+    print("| measure | eselake | floor / target |")
+    print("| --- | --- | --- |")
+    print(f"| full rebuild | {full:.1f} s | plain GROUP BY {floor:.1f} s; target < 60 s at 100M |")
+    print(f"| new tile visible in candidates | {tile:.2f} s | target < 5 s |")
+    print(f"| candidate list | {clist:.3f} s | target < 0.5 s |")
+    print(f"| one source's statistics p50 | {s50 * 1000:.0f} ms | target < 50 ms |")
+    print(f"| one lightcurve p50 / p99 | {l50 * 1000:.0f} / {l99 * 1000:.0f} ms | target p50 < 20 ms |")
+    if click is not None:
+        print(f"| API candidate click | {click * 1000:.0f} ms | target < 200 ms |")
+    print(f"| peak RSS | {rss:.2f} GB | target < 4 GB |")
     if tmp is not None:
         tmp.cleanup()
 

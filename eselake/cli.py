@@ -81,7 +81,11 @@ def pass_lake(f):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         lake = ctx.find_object(Lake)
-        path = " ".join(ctx.command_path.split()[1:])
+        names, c = [], ctx
+        while c.parent is not None:              # the command's path below the root (whatever the program name)
+            names.append(c.info_name)
+            c = c.parent
+        path = " ".join(reversed(names))
         if not any(path == c or path.startswith(c + " ") for c in CREATES_LAKE):
             _require_lake(lake)
         return f(lake, *args, **kwargs)
@@ -491,7 +495,8 @@ def ese_detect(lake, preset, min_sigma, composite, source_id, status, recompute,
     df = df.select(pl.col("source_id"), pl.lit(is_candidate).alias("candidate"), pl.exclude("source_id"))
     if fmt == "table" and not output:
         verdict = "is an ESE candidate" if is_candidate else "is not an ESE candidate"
-        console.print(_vertical(df, f"{source_id} {verdict} ({what})"))
+        console.print(f"{source_id} {verdict} ({what})", highlight=False, markup=False, soft_wrap=True)
+        console.print(_vertical(df, None))
         return
     write_frame(df, fmt, output)
 

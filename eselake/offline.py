@@ -19,6 +19,8 @@ DUCKDB_CONFIG = {
     "autoload_known_extensions": False,
     # spill large sorts and joins to the system temp folder, not to ./.tmp in the user's working directory
     "temp_directory": os.path.join(tempfile.gettempdir(), f"eselake-duckdb-{os.getuid()}"),
+    # bounded memory: larger joins and sorts spill to temp_directory (ESELAKE_MEMORY_LIMIT to change)
+    "memory_limit": os.environ.get("ESELAKE_MEMORY_LIMIT", "3GB"),
 }
 
 _applied = False

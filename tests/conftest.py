@@ -51,6 +51,9 @@ def simulated_lake(path, n_sources, n_epochs, dip=None, **kwargs):
     kwargs.setdefault("id_prefix", "NVSS J1234+42 ")
     sim = simulate_photometry(n_sources, n_epochs, noise_jy=2e-3, frac_noise=0.02, seed=2,
                               dips=[Dip(*dip)] if dip else None, **kwargs)
+    from eselake.lake.derived import refresh
+
     lake = Lake(path)
     lake.commit_batch(sim.images, sim.photometry)
+    refresh(lake)                         # as every ingest does
     return lake, sim

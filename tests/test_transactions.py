@@ -255,3 +255,37 @@ def test_missing_lake_is_an_error(tmp_path):
     assert res.exit_code == 2 and "no lake at" in res.output
     res = CliRunner().invoke(main, ["--lake", str(tmp_path / "typo"), "lake", "check"])
     assert res.exit_code == 2
+
+
+def test_full_disk_and_read_only_lake_maintenance(tmp_path):
+    """Catalogue loads, reviews and compaction on a full disk, and compaction of a read-only lake: one-line
+    errors, the lake as it was."""
+    import subprocess
+
+    from tests.test_bad_inputs import _tmpfs
+
+    with _tmpfs(tmp_path / "small", "400k") as mnt:
+        lake = Lake(mnt / "lake")
+        lake.commit_image(_image("a", 60010.5), _phot("a", 60010.5, 1.0))
+        big = 60_000
+        cat = pa.table({"source_id": [f"S{i:07d}" for i in range(big)],
+                        "ra_deg": np.random.default_rng(1).random(big), "dec_deg": np.zeros(big),
+                        "flux_mjy": np.random.default_rng(2).random(big)})
+        for args in (["catalog", "load", "sources"],):
+            f = tmp_path / "big.csv"
+            cat.rename_columns(["name", "ra", "dec", "flux_mjy"]).to_pandas().to_csv(f, index=False)
+            res = _cli(lake, *args, str(f))
+            assert res.exit_code == 2 and "disk is full" in res.output and "Traceback" not in res.output, res.output
+        assert lake.sql("SELECT count(*) AS n FROM catalog_sources")["n"][0] == 0
+        assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 20
+        res = _cli(lake, "review", "SRC 0001", "--status", "investigated", "--notes", "x" * 2_000_000)
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert lake.sql("SELECT count(*) AS n FROM reviews_files")["n"][0] == 0
+    with _tmpfs(tmp_path / "ro", "1m") as mnt:
+        lake = Lake(mnt / "lake")
+        for k in range(3):
+            lake.commit_image(_image(f"i{k}", 60010.5), _phot(f"i{k}", 60010.5 + k / 1e3, 1.0))
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        res = _cli(lake, "lake", "compact")
+        assert res.exit_code == 2 and "read-only" in res.output and "Traceback" not in res.output, res.output
+        assert Lake(mnt / "lake").sql("SELECT count(*) AS n FROM photometry")["n"][0] == 60

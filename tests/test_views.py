@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from eselake import Lake, Source, detect_ese_candidates
 from eselake.cli import main
 from eselake.errors import EselakeError
+from eselake.lake.derived import refresh
 from eselake.sim.lightcurves import Dip, simulate_photometry
 
 PRESETS = ("conservative", "moderate", "sensitive")
@@ -15,6 +16,7 @@ PRESETS = ("conservative", "moderate", "sensitive")
 def _lake_with(tmp_path, sim, name="lake"):
     lake = Lake(tmp_path / name)
     lake.commit_batch(sim.images, sim.photometry)
+    refresh(lake)                          # as every ingest does
     return lake
 
 
@@ -77,11 +79,10 @@ def test_normalisation_removes_shared_calibration_error(tmp_path):
     rel = gains["gain"].to_numpy() / true_g
     assert np.std(rel) < 0.005
     for preset in PRESETS:
-        for composite in (False, True):
-            assert detect_ese_candidates(lake, preset=preset, use_composite_scoring=composite).height == 0
+        assert detect_ese_candidates(lake, preset=preset).height == 0
     # without normalisation the same data would look like a dip in every source
-    norm_depth = lake.sql("SELECT max(dip_depth) AS d FROM ese_dips")["d"][0]
-    assert norm_depth < 0.05
+    depth = lake.sql("SELECT max(depth) AS d FROM ese_search WHERE is_dip")["d"][0]
+    assert depth is None or depth < 0.05
 
 
 def test_injected_dip_found_with_its_edges(tmp_path):
@@ -89,11 +90,12 @@ def test_injected_dip_found_with_its_edges(tmp_path):
     sim = simulate_photometry(30, 300, noise_jy=2e-3, frac_noise=0.03, gain_sigma=0.03, seed=11,
                               dips=[Dip(7, start, duration, 0.30)])
     lake = _lake_with(tmp_path, sim)
-    cands = detect_ese_candidates(lake, preset="moderate", use_composite_scoring=True)
+    cands = detect_ese_candidates(lake, preset="moderate")
     assert cands["source_id"].to_list() == [sim.source_ids[7]]
     c = cands.row(0, named=True)
     assert abs(c["dip_start_mjd"] - start) <= 5 and abs(c["dip_end_mjd"] - (start + duration)) <= 5
-    assert 0.25 < c["dip_depth"] < 0.35 and c["confidence"] == "high"
+    assert 0.2 < c["depth"] < 0.4 and c["confidence"] == "high"
+    assert c["alt_lr"] > 0 and c["fap_per_source_year"] <= 1e-4
     # the seed's view answers the seed's query
     q = ("SELECT e.source_id, e.significance, v.chi2_nu, v.eta_metric, v.n_obs FROM ese_candidates e "
          "JOIN variability_stats v ON e.source_id = v.source_id WHERE e.status = 'active' "
@@ -105,9 +107,8 @@ def test_white_noise_is_never_a_candidate(tmp_path):
     sim = simulate_photometry(30, 1000, noise_jy=2e-3, frac_noise=0.02, gain_sigma=0.02, seed=3)
     lake = _lake_with(tmp_path, sim)
     for preset in PRESETS:
-        for composite in (False, True):
-            assert detect_ese_candidates(lake, preset=preset, use_composite_scoring=composite).height == 0
-    # the sigma threshold alone would pass many of them: the other thresholds do the work
+        assert detect_ese_candidates(lake, preset=preset).height == 0
+    # the seed's sigma threshold alone would pass many of them
     assert lake.sql("SELECT count(*) AS n FROM variability_stats WHERE sigma_deviation >= 3")["n"][0] > 0
 
 
@@ -119,10 +120,12 @@ def test_new_measurements_visible_immediately(tmp_path):
     ids = set(half.column("image_id").to_pylist())
     first = pl.from_arrow(sim.photometry)["image_id"].is_in(list(ids))
     lake.commit_batch(half, sim.photometry.filter(first.to_arrow()))
-    assert detect_ese_candidates(lake, use_composite_scoring=True).height == 0
+    refresh(lake)
+    assert detect_ese_candidates(lake).height == 0
     rest = sim.images.slice(90)
     lake.commit_batch(rest, sim.photometry.filter((~first).to_arrow()))
-    assert detect_ese_candidates(lake, use_composite_scoring=True)["source_id"].to_list() == [sim.source_ids[4]]
+    assert refresh(lake)["mode"] in ("incremental", "full")
+    assert detect_ese_candidates(lake)["source_id"].to_list() == [sim.source_ids[4]]
 
 
 def test_source_api_review_and_cli(tmp_path):
@@ -141,17 +144,16 @@ def test_source_api_review_and_cli(tmp_path):
     base = ["--lake", str(lake.path)]
     res = runner.invoke(main, base + ["review", sid, "--status", "dismissed", "--notes", "RFI"])
     assert res.exit_code == 0, res.output
-    assert detect_ese_candidates(lake, use_composite_scoring=True, status="active").height == 0
-    assert detect_ese_candidates(lake, use_composite_scoring=True)["status"].to_list() == ["dismissed"]
+    assert detect_ese_candidates(lake, status="active").height == 0
+    assert detect_ese_candidates(lake)["status"].to_list() == ["dismissed"]
     runner.invoke(main, base + ["review", sid, "--status", "active"])
     assert lake.sql("SELECT status FROM ese_candidates")["status"].to_list() == ["active"]
     res = runner.invoke(main, base + ["review", "unknown", "--status", "active"])
     assert res.exit_code == 2 and "no measurements" in res.output
-    res = runner.invoke(main, base + ["ese-detect", "--preset", "sensitive", "--use-composite-scoring",
-                                      "--format", "json"])
+    res = runner.invoke(main, base + ["ese-detect", "--preset", "sensitive", "--format", "json"])
     assert res.exit_code == 0 and sid in res.output
     res = runner.invoke(main, base + ["ese-detect", "--source-id", sim.source_ids[0]])
-    assert "not a candidate" in res.output
+    assert "not an ESE candidate" in res.output
     for fmt in ("csv", "json", "votable", "parquet"):
         out = tmp_path / f"lc.{fmt}"
         res = runner.invoke(main, base + ["export", "--source-id", sid, "--format", fmt, "-o", str(out)])

@@ -42,8 +42,9 @@ VIEWS_OF = {
     "image_gains": ("image_gains", "measurements"),
     "daily_lightcurves": ("daily_lightcurves", "lightcurve_points", "photometry", "image_gains"),
     "source_stats": ("variability_stats", "daily_lightcurves"),
-    "ese_search": ("daily_lightcurves",),
-    "ese_candidates": ("daily_lightcurves", "variability_stats"),
+    "ese_search": ("daily_lightcurves", "ese_search"),
+    "ese_candidates": ("variability_stats", "ese_search", "ese_scores", "ese_presets", "ese_preset_flags",
+                       "ese_candidates_all"),
 }
 PARTITION = {"image_gains": "night", "daily_lightcurves": "month"}
 
@@ -373,7 +374,20 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool) 
     _merge_whole(lake, snaps, "source_stats", stats, touched, full)
     if search is not None:
         _merge_whole(lake, snaps, "ese_search", search, touched, full)
+        _refresh_candidates(lake, snaps)
     return stats.num_rows
+
+
+def _refresh_candidates(lake, snaps) -> None:
+    """The candidate list of every preset, from the derived statistics and search results (small: whole)."""
+    dsnaps = lake.derived_snapshots()
+    use = {n: dsnaps[n] for n in ("reference_baselines", "source_stats", "ese_search") if dsnaps[n].files}
+    con = open_connection(snaps, use, until="ese_candidates_all")
+    try:
+        cands = _fetch(con, "SELECT * FROM ese_candidates_all ORDER BY preset, fap_per_source_year, source_id")
+    finally:
+        con.close()
+    _commit(lake, "ese_candidates", cands, _record(lake, snaps, "ese_candidates"), full=True)
 
 
 def _search_function():

@@ -171,8 +171,13 @@ class Lake:
         use = current_derived(self, snaps, dsnaps) if derived else {}
         if dsnaps["reference_baselines"].files:
             use.setdefault("reference_baselines", dsnaps["reference_baselines"])
-        self.stale = [n for n in ("image_gains", "daily_lightcurves", "source_stats", "ese_search")
+        self.stale = [n for n in ("image_gains", "daily_lightcurves", "source_stats", "ese_search", "ese_candidates")
                       if derived and dsnaps[n].version >= 0 and n not in use]
+        # the search is not SQL: stale search results and candidates are served (and said to be stale) rather
+        # than none; the statistics above are computed from their views instead
+        for name in ("ese_search", "ese_candidates"):
+            if name in self.stale and dsnaps[name].files:
+                use[name] = dsnaps[name]
         return snaps, use
 
     def _sync(self) -> duckdb.DuckDBPyConnection:
@@ -253,6 +258,10 @@ class Lake:
         image_id), so readers see the image's old rows or its new rows, never a mix or both. ``image`` holds
         the IMAGES_SCHEMA fields (ingest_id, ingested_at, n_sources and night are filled in).
         """
+        photometry = with_constant(photometry, "image_id", image["image_id"], PHOTOMETRY_SCHEMA)
+        for name, value in (("image_path", image.get("path")), ("mjd", image["mjd"]),
+                            ("freq_hz", image.get("freq_hz"))):
+            photometry = with_constant(photometry, name, value, PHOTOMETRY_SCHEMA, replace=False)
         images = pa.Table.from_pylist([image])
         return self.commit_batch(images, photometry)
 

@@ -55,7 +55,7 @@ def check(lake, *, deep: bool = True) -> list[Finding]:
     not at all; leftovers are files no version references (a failed or concurrent commit, stray copies)."""
     out: list[Finding] = []
     if not lake.path.is_dir():
-        return [Finding("error", "no lake", str(lake.path), "the folder does not exist")]
+        return []                       # nothing to check (the CLI says that no lake exists there)
     legacy = [p for p in (lake.path / "images", lake.path / "photometry") if p.is_dir()
               and not (p / "_delta_log").is_dir()]
     if legacy:

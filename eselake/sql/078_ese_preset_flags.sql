@@ -1,16 +1,9 @@
 -- view: ese_preset_flags
--- version: 1
--- Every source's ese_scores row once per preset, with which presets it passes:
---   passes_thresholds = enough epochs AND sigma_deviation, chi2_nu, eta and dip significance all at or above
---                       the preset's thresholds
---   passes_composite  = enough epochs AND composite_score >= the preset's min_composite_score
---   passes_non_sigma  = passes_thresholds without the sigma_deviation cut (for a custom --min-sigma)
+-- version: 2
+-- Every source's ese_scores row once per preset, with whether it is a candidate of that preset:
+--   passes = is_dip AND fap_per_source_year <= max_fap_per_source_year AND n_days >= min_n_days
 CREATE OR REPLACE VIEW ese_preset_flags AS
-SELECT s.*, p.preset, p.min_sigma,
-       (s.n_obs >= p.min_n_obs AND s.chi2_nu >= p.min_chi2_nu AND s.eta_metric >= p.min_eta
-        AND coalesce(s.dip_significance, 0) >= p.min_dip_significance) AS passes_non_sigma,
-       (s.n_obs >= p.min_n_obs AND s.chi2_nu >= p.min_chi2_nu AND s.eta_metric >= p.min_eta
-        AND coalesce(s.dip_significance, 0) >= p.min_dip_significance
-        AND s.sigma_deviation >= p.min_sigma) AS passes_thresholds,
-       (s.n_obs >= p.min_n_obs AND s.composite_score >= p.min_composite_score) AS passes_composite
+SELECT s.*, p.preset, p.max_fap_per_source_year,
+       coalesce(s.is_dip AND s.fap_per_source_year <= p.max_fap_per_source_year AND s.n_days >= p.min_n_days,
+                false) AS passes
 FROM ese_scores s CROSS JOIN ese_presets p;

@@ -1,9 +1,8 @@
 -- view: ese_candidates
--- version: 1
--- The seed's ese_candidates table, always fresh: candidates of the 'moderate' preset selected by composite
--- score (the mode that weighs the dip scan; long ESE dips rarely reach 3.5 in sigma_deviation alone).
--- Another preset or mode for this connection:
---   SET VARIABLE ese_preset = 'conservative';  SET VARIABLE ese_composite = false;
+-- version: 2
+-- The seed's ese_candidates table: candidates of the default preset, 'moderate' (<= 1e-3 false candidates per
+-- source-year), the same list as `eselake ese-detect`, detect_ese_candidates(lake), the API and the page.
+-- Another preset for this connection:  SET VARIABLE ese_preset = 'conservative';
 CREATE OR REPLACE VIEW ese_candidates AS
-SELECT * FROM ese_candidates_for(coalesce(getvariable('ese_preset'), 'moderate'), NULL,
-                                 coalesce(getvariable('ese_composite'), true));
+SELECT * FROM ese_candidates_for(coalesce(getvariable('ese_preset'), 'moderate'), getvariable('ese_min_sigma'))
+ORDER BY fap_per_source_year, lr DESC, source_id;
