@@ -6,19 +6,26 @@ template's likelihood ratio against no event (2 ln LR), corrected for the source
 calibrated to a false-alarm rate per source-year (``falsealarm``); lens/dip fits are compared with a flare
 (fast rise, exponential decay) and a step. Every source's row depends only on that source's rows.
 
-Stages (all vectorised over sources; loops run over template shapes, durations and refinement offsets):
-1. dense per-source daily grids; error scale k0 from consecutive nights; isolated nights capped at 4 sigma
-   from the running median of their +-4-day neighbourhood (``noise.despike``).
-2. coarse scan: per duration (14-224 d, sqrt(2) steps) the data are binned to ~duration/8 days and
-   cross-correlated with every shape by FFT (float32): for all centres at once the weighted sums
-   sum w r s, sum w s, sum w tau s, sum w s^2 give the amplitude's z = s'Wr / sqrt(s'Ws) after projecting out
-   baseline and slope. Centres run from half a dip outside the span to half a dip beyond it.
-3. noise: a damped-random-walk + scaled-white model fitted to the structure function outside the best
-   window; the best template of every duration is re-evaluated exactly (float64, daily) and its z divided by
-   sqrt(1 + R), R = sigma_r^2 u'Ku / s'Ws (the red-noise variance of the matched filter, u = W s_perp).
-4. refinement of the best duration (daily centres, durations in 2^(1/16) steps, 41 lens shapes), with
-   uncertainties from the curvature of the likelihood-ratio profile; flare and step alternatives by IIR
-   filters and cumulative sums over every start day.
+Stages (vectorised over sources; Python loops run over template shapes, durations and refinement offsets):
+1. dense per-source day grids; an error scale k0 from consecutive nights; every night capped at 4 sigma from
+   the running median of its +-4-day neighbourhood (``noise.despike``: one bad night cannot make a dip).
+2. coarse scan, white noise: per duration (14-224 d, sqrt(2) steps) the weighted data are binned to
+   ~duration/8 days and cross-correlated by FFT (float32) with 5 shapes: for all centres at once
+   sum w r s, sum w s, sum w tau s and sum w s^2 give z = s'Wr / sqrt(s'Ws) after projecting out baseline and
+   slope (r: residual of the baseline fit). Centres run from half a dip before the span to half a dip after it;
+   a centre needs >= 3 nights within the dip and the template must keep 1/4 of its energy after the projection.
+   The best (duration, shape, centre) by z is kept.
+3. refinement of sources with z >= 4: centre in 1-day steps, duration in 2^(1/16) steps, lens alpha (20 values,
+   0.3-14) and source/lens size ratio (5 values) by coordinate search on windows around the event;
+   uncertainties from the curvature of the 2 ln LR profile (centre, duration) and its Delta = 1 range (alpha).
+4. noise model: k, sigma_r and tau_r of a damped random walk + scaled white noise fitted to the robust
+   structure function of the residuals of that fit, with tau_r >= half the event's duration (a red process
+   that could fake this dip); the final statistic is z / sqrt(1 + R), R = sigma_r^2 u'Ku / s'Ws the red-noise
+   variance of the matched filter (u = W s_perp, computed with O(n) exponential filters), and lr is its square.
+5. alternatives on the same data: the best flare (instant rise, decay 4-108 d) and step over every start day
+   (IIR filters and cumulative sums), ``alt_lr`` = white 2 ln LR of the lens/dip minus the best alternative's.
+   ``is_dip``: positive depth, >= 3 nights at least a quarter of the depth down and 1 sigma below the
+   baseline, z without its two most contributing nights >= half of z, and alt_lr > 0.
 """
 from __future__ import annotations
 

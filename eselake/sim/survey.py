@@ -29,13 +29,15 @@ DEFAULT_FRACTIONS = {"stable": 0.55, "agn": 0.2, "flare": 0.05, "ese": 0.2}
 def simulate_survey(n_sources: int = 2000, n_days: int = 1000, *, start_mjd: float = 60000.0,
                     fractions: dict | None = None, seed: int = 0, thermal_jy: float = 1.0e-3,
                     cal_sigma: float = 0.01, flux_range_jy=(0.005, 3.0), bad_night_rate: float = 0.002,
-                    outage_rate: float = 1 / 60, missing_rate: float = 0.03, chunk: int = 5000):
+                    outage_rate: float = 1 / 60, missing_rate: float = 0.03, chunk: int = 5000,
+                    ese_flux_range_jy=None):
     """Daily lightcurves and truth of a simulated population.
 
     Returns (daily, truth): ``daily`` has source_id, day, mjd, flux_jy, err_jy, n_points sorted by source_id
     and day; ``truth`` one row per source: source_id, kind, flux_jy, snr (ESE matched-filter SNR, else 0),
     ese_center_mjd, ese_duration_days (half-depth width), ese_start_mjd, ese_end_mjd, ese_depth, ese_alpha,
-    ese_size, agn_amp, agn_tau_days, n_bad_nights.
+    ese_size, agn_amp, agn_tau_days, n_bad_nights. ``ese_flux_range_jy`` (optional) redraws the fluxes of the
+    ESE hosts log-uniformly in that range (to populate all SNR bins of a benchmark).
     """
     fr = dict(DEFAULT_FRACTIONS if fractions is None else fractions)
     rng = np.random.default_rng(seed)
@@ -45,6 +47,10 @@ def simulate_survey(n_sources: int = 2000, n_days: int = 1000, *, start_mjd: flo
     lo, hi = flux_range_jy
     flux = lo * (hi / lo) ** rng.random(n_sources)
     ra_frac = rng.random(n_sources)
+    if ese_flux_range_jy is not None:
+        lo_e, hi_e = ese_flux_range_jy
+        is_ese = kind == "ese"
+        flux[is_ese] = lo_e * (hi_e / lo_e) ** np.random.default_rng(seed + 7919).random(is_ese.sum())
     n_tr = int(np.ceil(n_days / SIDEREAL_DAY)) + 1
     day0 = int(np.floor(start_mjd))
     # survey-wide: outages and the calibration error of each night
