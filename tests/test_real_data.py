@@ -20,7 +20,7 @@ def test_ami_header():
     assert img.freq_hz == pytest.approx(16.505187505e9)            # VOPT axis at 0 with RESTFRQ/ALTRVAL
     assert img.telescope == "AMI-LA" and img.n_blank == 0
     assert img.mjd == pytest.approx(56046.7218, abs=1e-4)            # 2012-04-29T17:19:23
-    assert 1e-4 < img.noise_floor_jyb <= img.rms_jyb < 2e-4
+    assert 0.7 * img.rms_jyb < img.noise_floor_jyb <= img.rms_jyb < 2e-4
 
 
 def test_injected_sources_in_real_noise(lake, tmp_path):
@@ -54,6 +54,7 @@ def test_injected_sources_in_real_noise(lake, tmp_path):
     # linear: the measured difference is the injected flux exactly; the totals scatter by the real noise
     assert np.allclose(got - base, flux, rtol=2e-3)
     pulls = (got - flux) / err
+    print(f"AMI-LA, 30 injected sources: pull std {pulls.std():.2f}")
     assert abs(np.median(pulls)) < 0.5 and 0.7 < pulls.std() < 1.3, pulls.std()
     assert (res["flags"].to_numpy() == 0).all()
     # the same observation copied elsewhere is the same image
