@@ -103,11 +103,29 @@ def run_tclean(ms, prefix: Path, imsize: int, cell_arcsec: float, niter: int, da
     return out
 
 
+def _source_free_stokes(ms) -> list[str]:
+    """Stokes parameters that hold (almost) no sky signal and can be formed from the MS's correlations:
+    V from RR/LL or from XY/YX, Q = (XX - YY) / 2 from linear feeds."""
+    tb = tools().table()
+    try:
+        tb.open(f"{ms}/POLARIZATION")
+        corr = set(int(c) for c in np.ravel(tb.getcol("CORR_TYPE")))
+        tb.close()
+    except RuntimeError:
+        return ["V", "Q"]
+    out = []
+    if {5, 8} <= corr or {10, 11} <= corr:
+        out.append("V")
+    if {9, 12} <= corr:
+        out.append("Q")
+    return out
+
+
 def thermal_noise(ms, prefix: Path, imsize: int, cell_arcsec: float, use_wsclean: bool,
                   datacolumn: str = "corrected") -> float | None:
     """Thermal rms (Jy/beam) of the tile: robust rms of a dirty Stokes V (else Q) image with the Stokes I
     imaging weights. None when neither can be formed (a single polarisation)."""
-    for stokes in ("V", "Q"):
+    for stokes in _source_free_stokes(ms):
         try:
             if use_wsclean:
                 cmd = ["wsclean", "-quiet", "-name", str(prefix), "-size", str(imsize), str(imsize),
