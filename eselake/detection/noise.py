@@ -19,6 +19,7 @@ from scipy.signal import lfilter
 
 SF_LAGS = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])           # days
 TAU_GRID = np.array([3.0, 7.0, 15.0, 30.0, 60.0, 120.0, 250.0, 500.0])        # days
+RED_DETECT = 2.0                          # sigma of the red-noise amplitude required to keep it
 _ABS_MEAN = np.sqrt(2 / np.pi)            # E|z| of a unit normal
 _CAPPED_ABS_MEAN = 0.7971                 # E min(|z|, 3) of a unit normal
 
@@ -106,9 +107,14 @@ def fit_drw(sd, ew, npairs, lags=SF_LAGS, min_pairs: int = 12, tau_min=None):
         for tau in TAU_GRID:
             x2 = 2 * (1 - np.exp(-lags / tau))[None, :]
             with np.errstate(invalid="ignore", divide="ignore"):
-                s2 = np.maximum((wgt * x2 * excess).sum(1) / (wgt * x2 * x2).sum(1), 0.0)
+                info = (wgt * x2 * x2).sum(1)
+                s2 = np.maximum((wgt * x2 * excess).sum(1) / info, 0.0)
             s2 = np.nan_to_num(s2)
             resid = (wgt * (excess - s2[:, None] * x2) ** 2).sum(1)
+            # keep only red noise detected at RED_DETECT sigma (var(SF^2) ~ 2 SF^4 / n_pairs): white-noise
+            # fluctuations of the structure function must not pass for a red process
+            se = np.sqrt(2.0 / np.where(info > 0, info, np.inf))
+            s2 = np.maximum(s2 - RED_DETECT * se, 0.0)
             better = (resid < best) & (tau >= tmin)
             best = np.where(better, resid, best)
             s2_b = np.where(better, s2, s2_b)
