@@ -470,8 +470,9 @@ def _vertical(df, title: str):
 @click.option("--recompute", is_flag=True, hidden=True, help="Accepted for the seed; results are always fresh")
 @format_options
 @pass_lake
+@as_of_option
 def ese_detect(lake, preset, min_sigma, composite, source_id, status, recompute, fmt, output) -> None:
-    """ESE candidates, computed fresh from the measurements, best first.
+    """ESE candidates, best first (kept current by every ingest; --as-of reproduces an earlier list).
 
     With no options this is the same list as Python's detect_ese_candidates(lake), the ese_candidates SQL
     view, the API's /api/ese/candidates and the web page. --source-id gives that list's verdict on one source.
@@ -522,6 +523,7 @@ def review_cmd(lake, source_id, status, notes, reviewer) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Output file [default: stdout for csv, json and votable]")
 @pass_lake
+@as_of_option
 def export_cmd(lake, source_id, fmt, output) -> None:
     """Export one source's lightcurve: source_id, position, catalogue flux and units in every format
     (VOTable FIELD units and UCDs, PARAMs for the source), ISO dates beside MJD."""

@@ -289,3 +289,21 @@ def test_full_disk_and_read_only_lake_maintenance(tmp_path):
         res = _cli(lake, "lake", "compact")
         assert res.exit_code == 2 and "read-only" in res.output and "Traceback" not in res.output, res.output
         assert Lake(mnt / "lake").sql("SELECT count(*) AS n FROM photometry")["n"][0] == 60
+
+
+def test_as_of_reproduces_candidates_and_exports(tmp_path):
+    from tests.conftest import simulated_lake
+
+    lake, sim = simulated_lake(tmp_path / "lake", 12, 120, dip=(3, 60040, 30, 0.4))
+    v = lake.table("images").version()
+    before = _cli(lake, "ese-detect", "--format", "csv").output
+    exported = _cli(lake, "export", "--source-id", sim.source_ids[3], "--format", "csv").output
+    assert sim.source_ids[3] in before
+    time.sleep(0.05)
+    lake.delete_images(sim.images.column("image_id").to_pylist()[30:80])
+    from eselake.lake.derived import refresh
+    refresh(lake)
+    assert sim.source_ids[3] not in _cli(lake, "ese-detect", "--format", "csv").output
+    assert _cli(lake, "ese-detect", "--as-of", str(v), "--format", "csv").output == before
+    assert _cli(lake, "export", "--source-id", sim.source_ids[3], "--as-of", str(v), "--format", "csv").output \
+        == exported

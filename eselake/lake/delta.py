@@ -98,11 +98,13 @@ def snapshot(dt: DeltaTable | None, name: str) -> Snapshot:
     meta = dt.history(1)
     ts = meta[0].get("timestamp") if meta else None
     info = None
-    for h in meta if meta and meta[0].get("eselake.info") else dt.history(50):
-        if isinstance(h.get("eselake.info"), str):       # skip compaction and vacuum commits
-            if h.get("version", -1) <= dt.version():
-                info = json.loads(h["eselake.info"])
-                break
+    version = dt.version()
+    first = meta and meta[0].get("version") == version and meta[0].get("eselake.info")
+    for h in meta if first else dt.history(200):
+        # the newest commit of this version or before that eselake described (skips compaction and vacuum)
+        if isinstance(h.get("eselake.info"), str) and h.get("version", -1) <= version:
+            info = json.loads(h["eselake.info"])
+            break
     return Snapshot(name, dt.version(), files, pa.schema(dt.schema().to_arrow()), ts, info)
 
 

@@ -127,8 +127,8 @@ def current_derived(lake, snaps: dict, dsnaps: dict) -> dict:
     """The derived snapshots that are current (read in place of their views). In a lake opened ``as_of`` a
     moment, the derived data of that moment are used as they were."""
     names = ("image_gains", "daily_lightcurves", "source_stats", "ese_search", "ese_candidates")
-    if lake.as_of is not None:
-        return {n: dsnaps[n] for n in names if dsnaps[n].files}
+    if lake.as_of is not None:           # exact match only (no log walk into the future of that moment)
+        return {n: dsnaps[n] for n in names if _is_current(snaps, dsnaps, n)}
     return {n: dsnaps[n] for n in names if _is_current(snaps, dsnaps, n, lake.path)}
 
 

@@ -78,6 +78,7 @@ class Lake:
             raise LakeError(f"lake path {self.path}: the character(s) {' '.join(bad)} cannot be used in a lake's "
                             "path (the Delta Lake library cannot open such folders); choose another folder name")
         self.as_of = parse_as_of(as_of)
+        self._base_versions: dict | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._synced: tuple | None = None
         self._shape: tuple | None = None
@@ -117,7 +118,25 @@ class Lake:
         dt = delta.open_table(self.table_root(name), name)
         if dt is None or as_of is None:
             return dt
+        if name not in DATASETS:
+            return self._derived_as_of(dt, name)
         return self._at_time(dt, name, as_of)
+
+    def _derived_as_of(self, dt, name: str):
+        """A derived table as computed from the base tables of this lake's moment: its newest version whose
+        recorded source versions are not newer than theirs (a refresh runs after the ingest it follows)."""
+        import json
+
+        if self._base_versions is None:
+            self._base_versions = {n: delta.snapshot(self.table(n), n).version for n in ("images", "photometry")}
+        for h in dt.history(2000):
+            raw = h.get("eselake.info")
+            info = json.loads(raw) if isinstance(raw, str) else None
+            src = (info or {}).get("sources") or {}
+            if src and all(src.get(t, 1 << 62) <= v for t, v in self._base_versions.items()):
+                dt.load_as_version(h["version"])
+                return dt
+        return None
 
     def _at_time(self, dt, name: str, when: datetime):
         first = dt.history()[-1].get("timestamp", 0)
