@@ -117,6 +117,7 @@ class CandidateRow(_Open):
 
 class CandidatesPage(BaseModel):
     detection: str = Field(description="the detection settings used")
+    notes: list[str] = Field([], description="what the detection said about the options (e.g. a retired one)")
     preset: str | None = None
     composite: bool | None = None
     total: int
@@ -130,7 +131,7 @@ class CandidateDetail(BaseModel):
     is_candidate: bool = Field(description="a candidate of the default detection")
     candidate: dict[str, Any] | None = None
     scores: dict[str, Any] | None = None
-    candidate_of: dict[str, Any] = Field(description="per preset, whether it passes (today's presets)")
+    candidate_of: dict[str, Any] = Field(description="per preset, whether the source is a candidate of it")
     review: dict[str, Any] | None = None
 
 
@@ -551,8 +552,9 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
                 "links": external_links(info["ra_deg"], info["dec_deg"])}
 
     # ---------------------------------------------------------------- candidates
-    def _candidates(preset, composite, min_sigma, status, search, order=None, descending=True):
-        df = faces.detect(lake, preset=preset, min_sigma=min_sigma, use_composite_scoring=composite, status=status)
+    def _candidates(preset, composite, min_sigma, status, search, order=None, descending=True, notes=None):
+        df = faces.detect(lake, notes=notes if notes is not None else [], preset=preset, min_sigma=min_sigma,
+                          use_composite_scoring=composite or None, status=status)
         if search:
             df = df.filter(pl.col("source_id").str.to_lowercase().str.contains(search.lower(), literal=True))
         if df.height and not {"ra_deg", "dec_deg"} <= set(df.columns):
@@ -567,8 +569,8 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
 
     cand_params = dict(
         preset=Query(None, description="detection preset [default: the detection's]"),
-        composite=Query(None, description="true: composite score, false: all thresholds [default: the "
-                                          "detection's]"),
+        composite=Query(None, deprecated=True, description="the seed's composite scoring: passed to the "
+                                                             "detection, which notes what it does"),
         min_sigma=Query(None, ge=0, le=1000, description="minimum significance"),
         status=Query(None, description="only this review status"),
         search=Query(None, max_length=200, description="substring of the source id"))
@@ -582,9 +584,11 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
                                                                                 "[default: best first]"),
                    descending: bool = True,
                    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10_000_000)) -> dict:
-        df = _candidates(preset, composite, min_sigma, status, search, order, descending)
-        return {"detection": faces.describe(preset=preset, use_composite_scoring=composite, min_sigma=min_sigma,
-                                            status=status),
+        notes: list[str] = []
+        df = _candidates(preset, composite, min_sigma, status, search, order, descending, notes)
+        return {"detection": faces.describe(preset=preset, use_composite_scoring=composite or None,
+                                            min_sigma=min_sigma, status=status),
+                "notes": list(dict.fromkeys(notes)),
                 "preset": preset, "composite": composite, "total": df.height, "limit": limit, "offset": offset,
                 "candidates": _rows(df.slice(offset, limit))}
 
@@ -597,8 +601,8 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
                           status: Status | None = cand_params["status"],
                           search: str | None = cand_params["search"]) -> Response:
         df = _candidates(preset, composite, min_sigma, status, search)
-        meta = {"detection": faces.describe(preset=preset, use_composite_scoring=composite, min_sigma=min_sigma,
-                                            status=status), "lake": str(lake.path)}
+        meta = {"detection": faces.describe(preset=preset, use_composite_scoring=composite or None,
+                                            min_sigma=min_sigma, status=status), "lake": str(lake.path)}
         return _download(frame_bytes(df, format, meta if format != "csv" else None), format, "ese_candidates")
 
     @app.get("/api/ese/candidates/{source_id:path}", response_model=CandidateDetail, tags=["candidates"],
@@ -606,11 +610,11 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
     def candidate(source_id: str) -> dict:
         src = source_or_404(source_id)
         try:
-            flags = lake.sql("SELECT preset, passes_thresholds, passes_composite FROM ese_preset_flags "
-                             "WHERE source_id = ?", [source_id])
-            member = {r["preset"]: {"thresholds": bool(r["passes_thresholds"]),
-                                    "composite": bool(r["passes_composite"])} for r in flags.iter_rows(named=True)}
-        except Exception:              # the detection no longer has per-preset flags
+            flags = lake.sql("SELECT * FROM ese_preset_flags WHERE source_id = ?", [source_id])
+            keys = [c for c in flags.columns if c.startswith("passes")]
+            member = {r["preset"]: (bool(r[keys[0]]) if len(keys) == 1 else {k: bool(r[k]) for k in keys})
+                      for r in flags.iter_rows(named=True)}
+        except Exception:              # the detection has no per-preset flags
             member = {}
         review = lake.sql("SELECT * FROM reviews WHERE source_id = ?", [source_id])
         cand = src.candidate

@@ -89,12 +89,12 @@ def model_curve(source, event: dict, t: np.ndarray, df: pl.DataFrame) -> tuple[n
 
 
 def _event_window(event: dict) -> tuple[float, float] | None:
-    """(start, end) MJD of the dip: the detection's dip extent, or centre +/- duration/2 of a lens fit."""
+    """(start, end) MJD of the dip: the detection's dip extent, else centre +/- duration/2 of the lens fit."""
+    if event.get("dip_start_mjd") is not None and event.get("dip_end_mjd") is not None:
+        return float(event["dip_start_mjd"]), float(event["dip_end_mjd"])
     if event.get("center_mjd") is not None and event.get("duration_days") is not None:
         c, d = float(event["center_mjd"]), float(event["duration_days"])
         return c - d / 2, c + d / 2
-    if event.get("dip_start_mjd") is not None and event.get("dip_end_mjd") is not None:
-        return float(event["dip_start_mjd"]), float(event["dip_end_mjd"])
     return None
 
 

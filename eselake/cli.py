@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import duckdb
 from rich.console import Console
+from rich.markup import escape
 
 from eselake.errors import EselakeError
 from eselake.lake import Lake, default_lake_path
@@ -434,15 +435,16 @@ PRESET_CHOICE = click.Choice(["conservative", "moderate", "sensitive"])
 
 
 def _detection_options(f):
-    """--preset, --min-sigma and --use-composite-scoring/--all-thresholds; unset options take the detection's
-    own defaults, the same for the CLI, Python, the ese_candidates view, the API and the page."""
+    """--preset, --min-sigma (and the seed's --use-composite-scoring); unset options take the detection's own
+    defaults, the same for the CLI, Python, the ese_candidates view, the API and the page."""
     for opt in reversed([
         click.option("--preset", type=PRESET_CHOICE, default=None,
-                     help="Detection preset [default: the detection's default, as everywhere]"),
+                     help="False-alarm target: conservative, moderate or sensitive [default: the detection's "
+                          "default, the same in every face]"),
         click.option("--min-sigma", type=float, default=None,
-                     help="Minimum significance (overrides the preset's threshold)"),
-        click.option("--use-composite-scoring/--all-thresholds", "composite", default=None,
-                     help="Select by composite score, or require every threshold [default: the detection's]"),
+                     help="Also require this Gaussian-equivalent significance"),
+        click.option("--use-composite-scoring", "composite", is_flag=True, default=None,
+                     help="The seed's option; the detection says what it does (retired: a note, no effect)"),
     ]):
         f = opt(f)
     return f
@@ -481,14 +483,17 @@ def ese_detect(lake, preset, min_sigma, composite, source_id, status, recompute,
 
     from eselake import faces
 
-    opts = dict(preset=preset, min_sigma=min_sigma, use_composite_scoring=composite, status=status)
+    opts = dict(preset=preset, min_sigma=min_sigma, use_composite_scoring=composite or None, status=status)
     what = faces.describe(**opts)
+    notes: list[str] = []
+    df = faces.detect(lake, notes=notes, source_id=source_id, **opts)
+    for note in dict.fromkeys(notes):
+        err_console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     if source_id is None:
-        write_frame(faces.detect(lake, **opts), fmt, output, title=f"ESE candidates ({what})")
+        write_frame(df, fmt, output, title=f"ESE candidates ({what})")
         return
     from eselake.source import Source
 
-    df = faces.detect(lake, source_id=source_id, **opts)
     is_candidate = df.height > 0
     if not is_candidate:
         scores = Source(source_id, lake).ese           # raises for an unknown source
@@ -571,7 +576,8 @@ def _preset_chart_command(name: str, builder: str, doc: str):
     def command(lake, output, preset, min_sigma, composite) -> None:
         from eselake import charts
 
-        chart = getattr(charts, builder)(lake, preset=preset, min_sigma=min_sigma, use_composite_scoring=composite)
+        chart = getattr(charts, builder)(lake, preset=preset, min_sigma=min_sigma,
+                                         use_composite_scoring=composite or None)
         charts.save_chart(chart, output)
         console.print(f"wrote {output}", highlight=False)
     return command

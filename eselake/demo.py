@@ -20,7 +20,6 @@ def _progress(console):
 def run_demo(out: Path, days: int = 60, workers: int = 2, lake: Lake | None = None, imager: str = "auto",
              console: Console | None = None) -> pl.DataFrame:
     from eselake.charts import save_chart, variability_chart
-    from eselake.detection import detect_ese_candidates
     from eselake.ingest.catalogs.catalog import load_catalog_file
     from eselake.ingest.radio.pipeline import ingest_uvh5
     from eselake.sim.visibilities import SimConfig, simulate
@@ -63,12 +62,11 @@ def run_demo(out: Path, days: int = 60, workers: int = 2, lake: Lake | None = No
     done = sum(r.stage == "done" for r in results)
     console.print(f"{done} tiles ingested, {sum(r.stage == 'skipped' for r in results)} already in the lake, "
                   f"{sum(r.stage == 'failed' for r in results)} failed ({time.perf_counter() - t0:.0f} s)")
-    cands = detect_ese_candidates(lake, preset="moderate", use_composite_scoring=True)
-    shown = cands.select(
-        "source_id", pl.col("composite_score").round(1).alias("score"), pl.col("confidence").alias("conf."),
-        pl.col("chi2_nu").round(1).alias("chi2/nu"), pl.col("dip_depth").round(2).alias("depth"),
-        pl.col("dip_start_mjd").round(1).alias("dip start"), pl.col("dip_end_mjd").round(1).alias("dip end"))
-    console.print(rich_table(shown, title="ESE candidates (moderate preset, composite scoring)"))
+    from eselake.faces import describe, detect
+    cands = detect(lake)                 # the default detection: the same list as every other face
+    cols = [c for c in ("source_id", "sigma", "fap_per_source_year", "depth", "duration_days", "dip_start_mjd",
+                        "dip_end_mjd", "status") if c in cands.columns]
+    console.print(rich_table(cands.select(cols), title=f"ESE candidates ({describe()})", width=console.width))
     import json
     meta = json.loads((sim_dir / "simulation.json").read_text())
     injected = [s["source_id"] for s in meta["sources"] if s["kind"] == "ese"]
@@ -85,5 +83,9 @@ def run_demo(out: Path, days: int = 60, workers: int = 2, lake: Lake | None = No
         console.print(f"lightcurve chart: {path}")
     save_chart(variability_chart(lake), charts / "eta_v.png")
     console.print(f"eta-V diagram: {charts / 'eta_v.png'}")
-    console.print(f"lake: {lake.path}  (try: eselake --lake {lake.path} ese-detect --use-composite-scoring)")
+    console.print(f"lake: {lake.path}  ({time.perf_counter() - t0:.0f} s in all)", highlight=False)
+    console.print("next (in the venv: `source .venv/bin/activate`, or prefix .venv/bin/):", highlight=False)
+    for cmd in (f"eselake --lake {lake.path} ese-detect",
+                f"eselake --lake {lake.path} serve      # then open http://127.0.0.1:8000/"):
+        console.print("  " + cmd, highlight=False, markup=False, soft_wrap=True)
     return cands

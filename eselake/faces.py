@@ -11,10 +11,10 @@ from eselake.errors import EselakeError
 
 # Known columns first, in this order; any other column the detection returns follows in its own order.
 CANDIDATE_ORDER = (
-    "source_id", "status", "sigma", "significance", "fap_per_source_year", "composite_score", "confidence",
-    "center_mjd", "duration_days", "depth", "lens_alpha", "alt_model",
-    "dip_depth", "dip_start_mjd", "dip_end_mjd", "dip_duration_days", "dip_significance",
-    "n_obs", "mean_flux_mjy", "ra_deg", "dec_deg", "chi2_nu", "eta_metric", "v_metric", "sigma_deviation",
+    "source_id", "status", "sigma", "fap_per_source_year", "confidence", "model", "depth", "duration_days",
+    "center_mjd", "dip_start_mjd", "dip_end_mjd", "lens_alpha", "caustics", "alt_model", "significance",
+    "composite_score", "dip_depth", "dip_duration_days", "dip_significance",
+    "n_obs", "n_days", "mean_flux_mjy", "ra_deg", "dec_deg", "chi2_nu", "eta_metric", "v_metric", "sigma_deviation",
 )
 OPTION_NAMES = {"preset": "--preset", "min_sigma": "--min-sigma", "use_composite_scoring": "--use-composite-scoring",
                 "source_id": "--source-id", "status": "--status"}
@@ -31,9 +31,12 @@ def detection_defaults() -> dict[str, Any]:
     return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
 
 
-def detect(lake, **options) -> pl.DataFrame:
+def detect(lake, notes: list[str] | None = None, **options) -> pl.DataFrame:
     """``detect_ese_candidates(lake, **options)`` with the options that were given (None = the detection's
-    default); an option the detection does not take is refused with a message, never dropped."""
+    default); an option the detection does not take is refused with a message, never dropped. Warnings of
+    the detection (e.g. a retired option that changes nothing) are appended to ``notes`` when given."""
+    import warnings
+
     fn = _detector()
     params = inspect.signature(fn).parameters
     given = {k: v for k, v in options.items() if v is not None}
@@ -41,19 +44,25 @@ def detect(lake, **options) -> pl.DataFrame:
     if unknown:
         raise EselakeError(f"{', '.join(OPTION_NAMES.get(k, k) for k in unknown)}: not an option of this "
                            "detection; run `eselake ese-detect --help`")
-    return order_candidates(fn(lake, **given))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = fn(lake, **given)
+    for w in caught:
+        if notes is not None:
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return order_candidates(df)
 
 
 def describe(**options) -> str:
-    """'preset moderate, composite scoring, min sigma 4' for the settings actually in force."""
+    """'preset moderate, min sigma 4' for the settings actually in force."""
     eff = {**detection_defaults(), **{k: v for k, v in options.items() if v is not None}}
     parts = []
     if eff.get("preset"):
         parts.append(f"preset {eff['preset']}")
     if eff.get("use_composite_scoring"):
         parts.append("composite scoring")
-    elif "use_composite_scoring" in eff:
-        parts.append("all thresholds")
     if eff.get("min_sigma") is not None:
         parts.append(f"min sigma {eff['min_sigma']:g}")
     if eff.get("status"):

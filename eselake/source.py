@@ -87,7 +87,11 @@ class Source:
                                  [self.source_id])["f"][0]
             out.update(ra_deg=m["ra_deg"].mean(), dec_deg=m["dec_deg"].mean(), catalog_flux_mjy=flux)
         freqs = m["freq_hz"].drop_nulls()
-        out.update(freq_hz=float(freqs.median()) if freqs.len() else None, n_images=m.height,
+        freq = float(freqs.median()) if freqs.len() else None
+        if freq is None:           # rows without their own frequency: the images'
+            freq = self.lake.sql("SELECT median(freq_hz) AS f FROM images WHERE image_id IN "
+                                 "(SELECT image_id FROM photometry WHERE source_id = ?)", [self.source_id])["f"][0]
+        out.update(freq_hz=freq, n_images=m.height,
                    first_mjd=float(m["mjd"].min()), last_mjd=float(m["mjd"].max()))
         return out
 
