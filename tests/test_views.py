@@ -180,3 +180,27 @@ def test_relative_lightcurve(tmp_path):
     assert rel_scatter < raw_scatter / 3          # the 10% shared gain errors are divided out
     with pytest.raises(EselakeError, match="stable neighbours"):
         Source(sim.source_ids[0], lake).relative_lightcurve(radius_deg=0.001)
+
+
+def test_few_references_never_flatten_a_variable_source(tmp_path):
+    """With a handful of bright sources, none normalises itself: a strongly variable one keeps its
+    variability (it used to be forced flat when it was the median reference), stable ones stay at eta ~ 1, and
+    gain errors never collapse to 0."""
+    sim = simulate_photometry(6, 150, flux_range_jy=(0.5, 0.6), noise_jy=1e-3, frac_noise=0.005,
+                              gain_sigma=0.02, seed=9)
+    import pyarrow as pa
+    ph = sim.photometry.to_pandas()
+    var = ph.source_id == sim.source_ids[2]
+    k = ph.loc[var, "image_id"].str[-6:].astype(int).to_numpy()
+    ph.loc[var, "peak_jyb"] *= 1.0 + 0.15 * np.sin(k / 7.0)        # a 15% variable among 6 sources
+    sim.photometry = pa.Table.from_pandas(ph, preserve_index=False)
+    lake = _lake_with(tmp_path, sim)
+    eta = dict(lake.sql("SELECT source_id, eta_metric FROM variability_stats").iter_rows())
+    assert eta[sim.source_ids[2]] > 100
+    stable = [eta[s] for s in sim.source_ids if s != sim.source_ids[2]]
+    assert max(stable) < 5
+    g = lake.sql("SELECT gain_err FROM image_gains WHERE norm_ok")
+    assert g.height >= 130 and g["gain_err"].min() > 0
+    # every reference is divided by a gain its own flux did not enter
+    rows = lake.sql("SELECT count(*) AS n FROM photometry WHERE gain_leave_one_out")["n"][0]
+    assert rows > 0

@@ -1,13 +1,15 @@
 -- view: source_baselines
--- version: 1
+-- version: 2
 -- Per source: the robust baseline flux used by the ensemble normalisation, and whether the source may
 -- serve as a reference. Only clean measurements count (flags edge|nan|blended|outside = 15 clear).
 --   baseline_jyb     median raw peak flux over all clean measurements
 --   median_snr       median signal-to-noise
 --   compact          catalogue major axis unknown or < 30 arcsec (unresolved by DSA-110)
 --   frac_scatter     1.4826 * MAD of (flux / (g1 * baseline)) about 1, where g1 is a preliminary gain of
---                    each image (median flux / baseline over its bright sources), so that calibration
---                    errors shared by an image do not count as the source's own variability
+--                    each image (median flux / baseline over its bright sources, leaving the source itself
+--                    out: the stability test is not circular), so that calibration errors shared by an
+--                    image do not count as the source's own variability; images with fewer than 4 bright
+--                    sources get g1 = 1
 --   median_frac_err  median of peak_err / baseline
 --   is_reference     bright (median SNR >= 20), compact, >= 3 clean measurements, and stable:
 --                    frac_scatter <= 2.5 * median_frac_err + 0.01
@@ -23,7 +25,8 @@ base AS MATERIALIZED (
     FROM clean GROUP BY source_id
 ),
 prelim AS (
-    SELECT c.image_id, median(c.f / b.baseline_jyb) AS g1, count(*) AS n_bright
+    SELECT c.image_id, median(c.f / b.baseline_jyb) AS g1, count(*) AS n_bright,
+           list_sort(list(c.f / b.baseline_jyb)) AS ratios
     FROM clean c JOIN base b USING (source_id)
     WHERE b.median_snr >= 20.0 AND b.baseline_jyb > 0
     GROUP BY c.image_id
@@ -33,8 +36,9 @@ shape AS (
 ),
 scatter AS (
     SELECT c.source_id,
-           1.4826 * median(abs(c.f / (CASE WHEN p.n_bright >= 3 THEN p.g1 ELSE 1.0 END * b.baseline_jyb) - 1.0))
-               AS frac_scatter,
+           1.4826 * median(abs(c.f / (CASE WHEN p.n_bright < 4 OR p.n_bright IS NULL THEN 1.0
+                                            WHEN b.median_snr >= 20.0 THEN loo_median(p.ratios, c.f / b.baseline_jyb)
+                                            ELSE p.g1 END * b.baseline_jyb) - 1.0)) AS frac_scatter,
            median(c.e / abs(b.baseline_jyb)) AS median_frac_err
     FROM clean c JOIN base b USING (source_id) LEFT JOIN prelim p USING (image_id)
     WHERE b.baseline_jyb > 0

@@ -1,15 +1,33 @@
 -- view: photometry
--- version: 2
+-- version: 3
 -- The seed's photometry table: every committed measurement with its image metadata and the ensemble
 -- normalisation of its image (image_gains):
+--   gain               the image's gain; for a reference source that served in it, the median of the other
+--                      references' ratios (leave-one-out: no source normalises itself, so a reference's own
+--                      variability is never divided away); gain_leave_one_out says which
 --   normalized_flux_jy = peak_jyb / gain
 --   normalized_err_jy  = sqrt((peak_err_jyb / gain)^2 + (peak_jyb * gain_err / gain^2)^2)
 -- Both are NULL, and norm_flag says why, when the image could not be normalised.
 CREATE OR REPLACE VIEW photometry AS
-SELECT m.*,
-       g.gain, g.gain_err, g.n_refs, g.norm_flag,
-       CAST(m.peak_jyb AS DOUBLE) / g.gain AS normalized_flux_jy,
-       sqrt(pow(CAST(m.peak_err_jyb AS DOUBLE) / g.gain, 2)
-            + pow(CAST(m.peak_jyb AS DOUBLE) * g.gain_err / pow(g.gain, 2), 2)) AS normalized_err_jy
-FROM measurements m
-LEFT JOIN image_gains_current g USING (image_id);
+WITH j AS (
+    SELECT m.*, g.gain AS image_gain, g.gain_err, g.n_refs, g.norm_flag,
+           b.source_id IS NOT NULL AND list_contains(g.ref_ratios, CAST(m.peak_jyb AS DOUBLE) / b.baseline_jyb)
+               AS gain_leave_one_out,
+           CAST(m.peak_jyb AS DOUBLE) / b.baseline_jyb AS own_ratio,
+           g.ref_ratios
+    FROM measurements m
+    LEFT JOIN image_gains_current g USING (image_id)
+    LEFT JOIN reference_baselines_current b ON b.source_id = m.source_id AND b.is_reference
+),
+k AS (
+    SELECT * EXCLUDE (own_ratio, ref_ratios, gain_err),
+           CASE WHEN gain_leave_one_out THEN loo_median(ref_ratios, own_ratio) ELSE image_gain END AS gain,
+           -- a median of n - 1 references instead of n
+           gain_err * CASE WHEN gain_leave_one_out THEN sqrt(n_refs / (n_refs - 1.0)) ELSE 1.0 END AS gain_err
+    FROM j
+)
+SELECT k.* EXCLUDE (gain_leave_one_out), k.gain_leave_one_out,
+       CAST(k.peak_jyb AS DOUBLE) / k.gain AS normalized_flux_jy,
+       sqrt(pow(CAST(k.peak_err_jyb AS DOUBLE) / k.gain, 2)
+            + pow(CAST(k.peak_jyb AS DOUBLE) * k.gain_err / pow(k.gain, 2), 2)) AS normalized_err_jy
+FROM k;
