@@ -204,3 +204,16 @@ def test_few_references_never_flatten_a_variable_source(tmp_path):
     # every reference is divided by a gain its own flux did not enter
     rows = lake.sql("SELECT count(*) AS n FROM photometry WHERE gain_leave_one_out")["n"][0]
     assert rows > 0
+    # the leave-one-out gain is the median of the other kept references' ratios (numpy, independently)
+    con = lake.connect(derived=False)
+    try:
+        rows = pl.from_arrow(con.sql("""SELECT p.image_id, p.source_id, p.peak_jyb / b.baseline_jyb AS r, p.gain,
+                                               p.gain_leave_one_out FROM photometry p
+                                        JOIN reference_baselines_current b USING (source_id)""").arrow().read_all())
+    finally:
+        con.close()
+    for (iid,), grp in rows.group_by("image_id"):
+        kept = grp.filter(pl.col("gain_leave_one_out"))
+        for r in kept.iter_rows(named=True):
+            others = kept.filter(pl.col("source_id") != r["source_id"])["r"].to_numpy()
+            assert abs(r["gain"] - np.median(others)) < 1e-12

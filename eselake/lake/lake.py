@@ -353,6 +353,12 @@ class Lake:
             nights |= set(orphan.column("night").to_pylist())
         return sorted(n for n in nights if n)
 
+    def refresh(self, *, full: bool = False, progress=None) -> dict:
+        """Bring the derived datasets up to date (see ``eselake.lake.derived.refresh``)."""
+        from eselake.lake.derived import refresh
+
+        return refresh(self, full=full, progress=progress)
+
     def delete_images(self, image_ids: list[str]) -> int:
         """Remove images and their photometry (photometry first, then the images rows). Returns images removed."""
         self._writable()

@@ -1,15 +1,13 @@
 -- view: loo_median
--- version: 1
--- Macro: the median of the sorted list a without one element of value r (leave-one-out), in O(1): with
--- n = len(a) and the element's rank k, the remaining m = n - 1 values have their middle at a[j] or a[j + 1]
--- depending on whether k lies above or below. Used so that no source normalises itself (its own flux never
--- enters the gain it is divided by). NULL for fewer than 2 elements.
-CREATE OR REPLACE MACRO loo_median(a, r) AS (
-    CASE WHEN len(a) < 2 THEN NULL
-         WHEN len(a) % 2 = 0 THEN                                   -- m odd: the (n/2)-th remaining value
-             CASE WHEN r > a[len(a) // 2] THEN a[len(a) // 2] ELSE a[len(a) // 2 + 1] END
-         ELSE ((CASE WHEN r > a[(len(a) - 1) // 2] THEN a[(len(a) - 1) // 2] ELSE a[(len(a) - 1) // 2 + 1] END)
-             + (CASE WHEN r > a[(len(a) - 1) // 2 + 1] THEN a[(len(a) - 1) // 2 + 1]
-                     ELSE a[(len(a) - 1) // 2 + 2] END)) / 2.0
+-- version: 2
+-- Macro: the median of n sorted values a_1 <= ... <= a_n without one element of value r (leave-one-out), in
+-- O(1) from the three middle values m1 = a_lo, m2 = a_lo+1, m3 = a_lo+2 (lo = (n - 1) // 2; a_0 = NULL):
+-- the n - 1 remaining values have their middle one position higher or lower depending on whether the removed
+-- element lies below or above it. Used so that no source normalises itself (its own flux never enters the
+-- gain it is divided by). NULL for n < 2.
+CREATE OR REPLACE MACRO loo_median(n, m1, m2, m3, r) AS (
+    CASE WHEN n < 2 THEN NULL
+         WHEN n % 2 = 0 THEN CASE WHEN r > m2 THEN m2 ELSE m3 END
+         ELSE ((CASE WHEN r > m1 THEN m1 ELSE m2 END) + (CASE WHEN r > m2 THEN m2 ELSE m3 END)) / 2.0
     END
 );

@@ -25,11 +25,12 @@ base AS MATERIALIZED (
     FROM clean GROUP BY source_id
 ),
 prelim AS (
-    SELECT c.image_id, median(c.f / b.baseline_jyb) AS g1, count(*) AS n_bright,
-           list_sort(list(c.f / b.baseline_jyb)) AS ratios
-    FROM clean c JOIN base b USING (source_id)
-    WHERE b.median_snr >= 20.0 AND b.baseline_jyb > 0
-    GROUP BY c.image_id
+    SELECT image_id, g1, n_bright, m[1] AS m1, m[2] AS m2, m[3] AS m3 FROM (
+        SELECT c.image_id, median(c.f / b.baseline_jyb) AS g1, count(*) AS n_bright,
+               middle3(list_sort(list(c.f / b.baseline_jyb))) AS m
+        FROM clean c JOIN base b USING (source_id)
+        WHERE b.median_snr >= 20.0 AND b.baseline_jyb > 0
+        GROUP BY c.image_id)
 ),
 shape AS (
     SELECT source_id, max(major_arcsec) AS major_arcsec FROM catalog_sources GROUP BY source_id
@@ -37,7 +38,7 @@ shape AS (
 scatter AS (
     SELECT c.source_id,
            1.4826 * median(abs(c.f / (CASE WHEN p.n_bright < 4 OR p.n_bright IS NULL THEN 1.0
-                                            WHEN b.median_snr >= 20.0 THEN loo_median(p.ratios, c.f / b.baseline_jyb)
+                                            WHEN b.median_snr >= 20.0 THEN loo_median(p.n_bright, p.m1, p.m2, p.m3, c.f / b.baseline_jyb)
                                             ELSE p.g1 END * b.baseline_jyb) - 1.0)) AS frac_scatter,
            median(c.e / abs(b.baseline_jyb)) AS median_frac_err
     FROM clean c JOIN base b USING (source_id) LEFT JOIN prelim p USING (image_id)

@@ -5,8 +5,9 @@
 -- full refreshes).
 --   ratio r = peak / baseline for each reference in the image; med = median(r), mad = median |r - med|;
 --   references with |r - med| > 3 * 1.4826 * mad are clipped; gain = median of the kept ratios;
---   ref_ratios = the kept ratios, sorted (the photometry view takes a reference's own ratio out of them:
---   leave-one-out, so no source normalises itself);
+--   clip_med, clip_mad (which references are kept) and loo_m1..3, the three middle kept ratios: the
+--   photometry view takes a kept reference's own ratio out of the median (leave-one-out, loo_median), so no
+--   source normalises itself;
 --   gain_err = 1.2533 * max(1.4826 * MAD(kept), median(peak_err / baseline) of the kept) / sqrt(n_refs): the
 --   standard error of a median, never below what the references' own noise allows (two equal ratios cannot
 --   make it 0).
@@ -33,7 +34,7 @@ kept AS MATERIALIZED (
     WHERE mad.mad = 0 OR d.adev <= 3.0 * 1.4826 * mad.mad
 ),
 g AS MATERIALIZED (
-    SELECT image_id, median(ratio) AS gain, count(*) AS n_refs, list_sort(list(ratio)) AS ref_ratios,
+    SELECT image_id, median(ratio) AS gain, count(*) AS n_refs, middle3(list_sort(list(ratio))) AS mid,
            median(frac_err) AS med_frac_err
     FROM kept GROUP BY image_id
 ),
@@ -48,7 +49,10 @@ SELECT i.image_id, i.ingest_id, i.night, i.mjd,
        CASE WHEN g.n_refs >= 4 THEN gerr.gain_err END AS gain_err,
        coalesce(g.n_refs, 0) >= 4 AS norm_ok,
        CASE WHEN coalesce(g.n_refs, 0) >= 4 THEN NULL ELSE 'too_few_refs' END AS norm_flag,
-       CASE WHEN g.n_refs >= 4 THEN g.ref_ratios END AS ref_ratios
+       med.med AS clip_med, mad.mad AS clip_mad,
+       g.mid[1] AS loo_m1, g.mid[2] AS loo_m2, g.mid[3] AS loo_m3
 FROM images i
 LEFT JOIN g USING (image_id)
-LEFT JOIN gerr USING (image_id);
+LEFT JOIN gerr USING (image_id)
+LEFT JOIN med USING (image_id)
+LEFT JOIN mad USING (image_id);

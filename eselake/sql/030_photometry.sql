@@ -1,5 +1,5 @@
 -- view: photometry
--- version: 3
+-- version: 4
 -- The seed's photometry table: every committed measurement with its image metadata and the ensemble
 -- normalisation of its image (image_gains):
 --   gain               the image's gain; for a reference source that served in it, the median of the other
@@ -11,17 +11,20 @@
 CREATE OR REPLACE VIEW photometry AS
 WITH j AS (
     SELECT m.*, g.gain AS image_gain, g.gain_err, g.n_refs, g.norm_flag,
-           b.source_id IS NOT NULL AND list_contains(g.ref_ratios, CAST(m.peak_jyb AS DOUBLE) / b.baseline_jyb)
-               AS gain_leave_one_out,
+           -- a reference that served in this image (the image_gains selection: clean, finite, not clipped)
+           coalesce(b.source_id IS NOT NULL AND g.gain IS NOT NULL AND (m.flags & 15) = 0 AND isfinite(m.peak_jyb)
+                    AND (g.clip_mad = 0 OR abs(CAST(m.peak_jyb AS DOUBLE) / b.baseline_jyb - g.clip_med)
+                                           <= 3.0 * 1.4826 * g.clip_mad), false) AS gain_leave_one_out,
            CAST(m.peak_jyb AS DOUBLE) / b.baseline_jyb AS own_ratio,
-           g.ref_ratios
+           g.loo_m1, g.loo_m2, g.loo_m3
     FROM measurements m
     LEFT JOIN image_gains_current g USING (image_id)
     LEFT JOIN reference_baselines_current b ON b.source_id = m.source_id AND b.is_reference
 ),
 k AS (
-    SELECT * EXCLUDE (own_ratio, ref_ratios, gain_err),
-           CASE WHEN gain_leave_one_out THEN loo_median(ref_ratios, own_ratio) ELSE image_gain END AS gain,
+    SELECT * EXCLUDE (own_ratio, loo_m1, loo_m2, loo_m3, gain_err),
+           CASE WHEN gain_leave_one_out THEN loo_median(n_refs, loo_m1, loo_m2, loo_m3, own_ratio)
+                ELSE image_gain END AS gain,
            -- a median of n - 1 references instead of n
            gain_err * CASE WHEN gain_leave_one_out THEN sqrt(n_refs / (n_refs - 1.0)) ELSE 1.0 END AS gain_err
     FROM j
