@@ -180,3 +180,18 @@ def test_time_sanity(tmp_path):
         read_image(path)
     path = _image(tmp_path, mjd=60500.3, extra={"EXPTIME": (300_000.0, "[ms] exposure")})
     assert read_image(path).exposure_s == pytest.approx(300.0)
+
+
+def test_matched_filter_noise_level():
+    """The chain's thermal-noise level: on beam-correlated noise it is the rms (the kernel's factor is exact
+    there); on noise correlated more broadly than the beam it is larger, so that errors still match."""
+    from eselake.ingest.radio.image import matched_filter_noise
+    from eselake.sim.images import correlated_noise
+
+    rng = np.random.default_rng(8)
+    beam = (4 * CELL, 4 * CELL, 0.0)
+    sigma = 4 * FWHM_TO_SIGMA
+    same = correlated_noise((600, 600), 1e-3, sigma, rng)
+    assert matched_filter_noise(same, beam, CELL * 3600) == pytest.approx(1e-3, rel=0.08)
+    broad = correlated_noise((600, 600), 1e-3, 2 * sigma, rng)
+    assert matched_filter_noise(broad, beam, CELL * 3600) > 1.3e-3
