@@ -130,12 +130,13 @@ def rich_table(df: pl.DataFrame, *, title: str | None = None, max_rows: int = 20
     widths = []
     for k, name in enumerate(df.columns):
         content = max([_plain_len(r[k]) for r in rows] or [0])
-        widths.append(max(min(len(name), max(content, 6)), min(content, 32)))
+        widths.append(min(max(len(name), content), 24) if k else max(len(name), min(content, 32)))
     keep, used = [], 1
-    for k, w in enumerate(widths):
-        if width is None or used + w + 3 <= width or not keep:
-            keep.append(k)
-            used += w + 3
+    for k, w in enumerate(widths):           # a prefix of the columns: their order says what matters most
+        if width is not None and used + w + 3 > width and keep:
+            break
+        keep.append(k)
+        used += w + 3
     table = Table(title=title, show_lines=False, header_style="bold", pad_edge=False)
     for k in keep:
         name = df.columns[k]
