@@ -31,5 +31,6 @@ def gaussian_lens(t_mjd, center_mjd: float, duration_days: float, alpha: float =
     centers = 0.5 * (edges[1:] + edges[:-1])
     du = centers[1] - centers[0]
     k = np.exp(-0.5 * (np.arange(-400, 401) * du / source_size) ** 2)
-    smooth = np.convolve(gain, k / k.sum(), mode="same")
+    # pad with the unlensed gain (1), not zeros, so that the smoothing does not dim the table's ends
+    smooth = np.convolve(np.concatenate([np.ones(400), gain, np.ones(400)]), k / k.sum(), mode="valid")
     return np.interp(u_t, centers, smooth, left=1.0, right=1.0)
