@@ -37,7 +37,8 @@ def fap_per_source_year(lr) -> np.ndarray:
     """Expected number of false ESE candidates per source-year at or above 2 ln LR = ``lr``."""
     z = np.sqrt(np.maximum(np.asarray(lr, float), 0.0))
     tz, tr = np.asarray(TABLE_Z), np.asarray(TABLE_LOG10_RATE)
-    lg = np.interp(z, tz, tr) + np.where(z > tz[-1], TAIL_SLOPE * (z - tz[-1]), 0.0)
+    lg = np.interp(z, tz, tr) + np.where(z > tz[-1], TAIL_SLOPE * (z - tz[-1]), 0.0) \
+        + np.where(z < tz[0], 2.0 * (tz[0] - z), 0.0)      # below the table: not significant at all
     return 10.0 ** lg
 
 

@@ -43,6 +43,7 @@ REFINE_Z = 4.0          # refine the fit of sources whose corrected z reaches th
 MIN_CORE_NIGHTS = 3     # nights within the dip's half-depth width for a centre to count
 MIN_PERP_FRAC = 0.25    # the template must keep this fraction of its energy after removing baseline and slope
 DESPIKE_CAP = 4.0       # sigma
+MIN_NIGHTS = 10         # sources with fewer observed nights are not searched (lr 0)
 MIN_DIP_NIGHTS = 3      # is_dip: nights within the dip width below the baseline by more than 1 sigma
 MIN_ROBUST = 0.5        # is_dip: z without the two most contributing nights / z
 SUPPORT_MAX = 2.7       # template support (durations) of the widest shape
@@ -366,6 +367,11 @@ def _half_width(dur) -> int:
 
 
 def _search_chunk(ids, first, last, y, e, t, present) -> pl.DataFrame:
+    with np.errstate(all="ignore"):       # degenerate rows (a few nights) give NaN/inf, masked below
+        return _search_chunk_(ids, first, last, y, e, t, present)
+
+
+def _search_chunk_(ids, first, last, y, e, t, present) -> pl.DataFrame:
     ctx = _Ctx(first, last, y, e, t, present)
     n, m = ctx.n, ctx.m
     rows = np.arange(n)
@@ -405,7 +411,7 @@ def _search_chunk(ids, first, last, y, e, t, present) -> pl.DataFrame:
                     np.where(fitted, tau_r, ctx.tau_r))
     res = _final_fit(ctx, fit, d_idx, ftables, si, durs)
     num, den, C, c0, c1, rv = (res[k] for k in ("num", "den", "C", "c0", "c1", "red"))
-    valid = np.isfinite(zr) & (den > 0) & (num > 0)
+    valid = np.isfinite(zr) & (den > 0) & (num > 0) & (present.sum(1) >= MIN_NIGHTS) & np.isfinite(num + den + rv)
     dsafe = np.where(den > 0, den, 1.0)
     amp = np.where(valid, num / dsafe, 0.0)
     amp_err = np.sqrt(np.where(den > 0, den + rv, 1.0)) / dsafe
@@ -430,7 +436,7 @@ def _search_chunk(ids, first, last, y, e, t, present) -> pl.DataFrame:
     alt_best = np.maximum(flare_lr, step_lr)
     alt_model = np.where(alt_best <= 0, "none", np.where(flare_lr >= step_lr, "flare", "step"))
     alt_lr = lr_white - alt_best
-    span_years = np.maximum(ctx.span, 1.0) / 365.25
+    span_years = np.maximum(ctx.span, 30.0) / 365.25
     fap = fap_per_source_year(lr)
     sigma = sigma_from_fap(fap, span_years)
     n_dip = res["n_dip"].astype(np.int64)
