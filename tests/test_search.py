@@ -1,7 +1,6 @@
 """The ESE template search (eselake.detection.search): the failures of issue 12, calibration, determinism."""
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pytest
 from scipy.signal import lfilter
 
@@ -231,4 +230,5 @@ def test_output_columns_and_empty_input():
     empty = search_lightcurves(pl.DataFrame(schema={"source_id": pl.Utf8, "day": pl.Int64, "mjd": pl.Float64,
                                                     "flux_jy": pl.Float64, "err_jy": pl.Float64}))
     assert empty.height == 0 and "lr" in empty.columns
-    assert isinstance(pa.Table.from_pandas(res.to_pandas()), pa.Table)
+    few = search_lightcurves(_daily(np.full((1, 5), 0.1), 0.001, missing=0.0))
+    assert few["lr"][0] == 0 and few["sigma"][0] == 0 and not few["is_dip"][0]
