@@ -299,7 +299,7 @@ def chart_bytes(chart, fmt: str) -> bytes:
     """Render a chart offline: fmt in png, svg, pdf, html (self-contained), json (Vega-Lite spec)."""
     import vl_convert as vlc
 
-    spec = chart.to_dict()
+    spec = chart.to_dict(validate=False)       # built by this module; schema validation costs ~1 s
     if fmt == "png":
         return vlc.vegalite_to_png(spec, scale=2)
     if fmt == "svg":
