@@ -237,6 +237,13 @@ def _record(lake, snaps, name: str, **extra) -> dict:
     return info
 
 
+def _gains_once(con) -> pa.Table:
+    """Compute image_gains once into a temp table that the photometry view then joins."""
+    con.execute("CREATE OR REPLACE TEMP TABLE _gains AS SELECT * FROM image_gains ORDER BY night, image_id")
+    con.execute("CREATE OR REPLACE VIEW image_gains_current AS SELECT * FROM _gains")
+    return _fetch(con, "SELECT * FROM _gains")
+
+
 def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
     say("full refresh: reference set")
     con = open_connection(snaps, {}, until="source_baselines")
@@ -250,10 +257,8 @@ def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
     con = open_connection(snaps, {"reference_baselines": dsnaps["reference_baselines"]}, until="daily_lightcurves")
     try:
         say("full refresh: image gains")
-        gains = _fetch(con, "SELECT * FROM image_gains ORDER BY night, image_id")
+        gains = _gains_once(con)
         say("full refresh: daily lightcurves")
-        con.execute("CREATE TEMP TABLE _gains AS SELECT * FROM image_gains")
-        con.execute("CREATE OR REPLACE VIEW image_gains_current AS SELECT * FROM _gains")
         daily = _fetch(con, "SELECT * FROM daily_lightcurves ORDER BY source_id, day")
     finally:
         con.close()
@@ -286,9 +291,7 @@ def _refresh_incremental(lake, snaps, dsnaps, say, t0) -> dict:
     refs = dsnaps["reference_baselines"]
     con = _sub_connection(snaps, refs, nights)
     try:
-        gains = _fetch(con, "SELECT * FROM image_gains ORDER BY night, image_id")
-        con.execute("CREATE TEMP TABLE _gains AS SELECT * FROM image_gains")
-        con.execute("CREATE OR REPLACE VIEW image_gains_current AS SELECT * FROM _gains")
+        gains = _gains_once(con)
         daily = _fetch(con, "SELECT * FROM daily_lightcurves ORDER BY source_id, day")
     finally:
         con.close()

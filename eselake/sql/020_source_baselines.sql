@@ -24,13 +24,23 @@ base AS MATERIALIZED (
     SELECT source_id, median(f) AS baseline_jyb, median(snr) AS median_snr, count(*) AS n_clean
     FROM clean GROUP BY source_id
 ),
+bright AS MATERIALIZED (
+    SELECT c.image_id, c.f / b.baseline_jyb AS ratio
+    FROM clean c JOIN base b USING (source_id)
+    WHERE b.median_snr >= 20.0 AND b.baseline_jyb > 0
+),
+pq AS (
+    SELECT image_id, median(ratio) AS g1, count(*) AS n_bright, quantile_disc(ratio, 0.5) AS m2
+    FROM bright GROUP BY image_id
+),
 prelim AS (
-    SELECT image_id, g1, n_bright, m[1] AS m1, m[2] AS m2, m[3] AS m3 FROM (
-        SELECT c.image_id, median(c.f / b.baseline_jyb) AS g1, count(*) AS n_bright,
-               middle3(list_sort(list(c.f / b.baseline_jyb))) AS m
-        FROM clean c JOIN base b USING (source_id)
-        WHERE b.median_snr >= 20.0 AND b.baseline_jyb > 0
-        GROUP BY c.image_id)
+    -- per image: median ratio of the bright sources, their number and the three middle ratios (loo_median)
+    SELECT r.image_id, any_value(p.g1) AS g1, any_value(p.n_bright) AS n_bright, any_value(p.m2) AS m2,
+           CASE WHEN count(*) FILTER (WHERE r.ratio < p.m2) < (any_value(p.n_bright) - 1) // 2 THEN any_value(p.m2)
+                ELSE max(r.ratio) FILTER (WHERE r.ratio < p.m2) END AS m1,
+           CASE WHEN count(*) FILTER (WHERE r.ratio <= p.m2) >= (any_value(p.n_bright) - 1) // 2 + 2
+                THEN any_value(p.m2) ELSE min(r.ratio) FILTER (WHERE r.ratio > p.m2) END AS m3
+    FROM bright r JOIN pq p USING (image_id) GROUP BY r.image_id
 ),
 shape AS (
     SELECT source_id, max(major_arcsec) AS major_arcsec FROM catalog_sources GROUP BY source_id

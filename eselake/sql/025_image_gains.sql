@@ -33,10 +33,20 @@ kept AS MATERIALIZED (
     SELECT d.image_id, d.ratio, d.frac_err FROM dev d JOIN mad USING (image_id)
     WHERE mad.mad = 0 OR d.adev <= 3.0 * 1.4826 * mad.mad
 ),
-g AS MATERIALIZED (
-    SELECT image_id, median(ratio) AS gain, count(*) AS n_refs, middle3(list_sort(list(ratio))) AS mid,
-           median(frac_err) AS med_frac_err
+q AS (
+    SELECT image_id, median(ratio) AS gain, count(*) AS n_refs, median(frac_err) AS med_frac_err,
+           quantile_disc(ratio, 0.5) AS m2                 -- the kept ratio of rank (n - 1) // 2 + 1
     FROM kept GROUP BY image_id
+),
+g AS MATERIALIZED (
+    -- the three middle kept ratios a_lo, a_lo+1, a_lo+2 (lo = (n - 1) // 2), ties included, for leave-one-out
+    SELECT k.image_id, any_value(q.gain) AS gain, any_value(q.n_refs) AS n_refs,
+           any_value(q.med_frac_err) AS med_frac_err, any_value(q.m2) AS m2,
+           CASE WHEN count(*) FILTER (WHERE k.ratio < q.m2) < (any_value(q.n_refs) - 1) // 2 THEN any_value(q.m2)
+                ELSE max(k.ratio) FILTER (WHERE k.ratio < q.m2) END AS m1,
+           CASE WHEN count(*) FILTER (WHERE k.ratio <= q.m2) >= (any_value(q.n_refs) - 1) // 2 + 2 THEN any_value(q.m2)
+                ELSE min(k.ratio) FILTER (WHERE k.ratio > q.m2) END AS m3
+    FROM kept k JOIN q USING (image_id) GROUP BY k.image_id
 ),
 gerr AS (
     SELECT k.image_id, 1.2533 * greatest(1.4826 * median(abs(k.ratio - g.gain)), any_value(g.med_frac_err))
@@ -50,7 +60,7 @@ SELECT i.image_id, i.ingest_id, i.night, i.mjd,
        coalesce(g.n_refs, 0) >= 4 AS norm_ok,
        CASE WHEN coalesce(g.n_refs, 0) >= 4 THEN NULL ELSE 'too_few_refs' END AS norm_flag,
        med.med AS clip_med, mad.mad AS clip_mad,
-       g.mid[1] AS loo_m1, g.mid[2] AS loo_m2, g.mid[3] AS loo_m3
+       g.m1 AS loo_m1, g.m2 AS loo_m2, g.m3 AS loo_m3
 FROM images i
 LEFT JOIN g USING (image_id)
 LEFT JOIN gerr USING (image_id)
