@@ -617,7 +617,7 @@ def serve(lake, host, port, writable, allow_hosts) -> None:
     app = create_app(lake, writable=writable, allowed_hosts=hosts)
     console.print(f"serving {lake.path} on http://{host}:{port}/ ({'writable' if writable else 'read-only'}; "
                   f"Host header allowed: {', '.join(dict.fromkeys(h for h in hosts if h not in ('0.0.0.0', '::')))})",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
