@@ -41,58 +41,14 @@ VIEWS_OF = {
     "reference_baselines": ("source_baselines",),
     "image_gains": ("image_gains", "measurements"),
     "daily_lightcurves": ("daily_lightcurves", "lightcurve_points", "photometry", "image_gains"),
-    "source_stats": ("variability_stats", "daily_lightcurves"),
+    "source_stats": ("variability_stats", "daily_lightcurves"),      # variability_stats merges the daily bins
     "ese_search": ("daily_lightcurves", "ese_search"),
     "ese_candidates": ("variability_stats", "ese_search", "ese_scores", "ese_presets", "ese_preset_flags",
                        "ese_candidates_all"),
 }
 PARTITION = {"image_gains": "night", "daily_lightcurves": "month"}
 
-SOURCE_STATS_FROM_DAILY = """
--- variability_stats merged from the daily sufficient statistics of daily_in (same columns and meaning as the
--- variability_stats view, which computes them from the points themselves)
-WITH agg AS (
-    SELECT source_id, CAST(sum(n_points) AS BIGINT) AS n_obs, min(first_mjd) AS first_mjd, max(last_mjd) AS last_mjd,
-           sum(sum_f) AS sf, sum(sum_ff) AS sff, sum(sum_w) AS sw, sum(sum_wf) AS swf, sum(sum_wff) AS swff,
-           min(min_f_mjy) AS min_flux_mjy, max(max_f_mjy) AS max_flux_mjy,
-           CAST(sum(n_unnormalized) AS BIGINT) AS n_unnormalized
-    FROM daily_in GROUP BY source_id
-),
-stats AS (
-    SELECT *, sf / n_obs AS mean_flux_mjy,
-           CASE WHEN n_obs > 1 THEN sqrt(greatest(sff - sf * sf / n_obs, 0.0) / (n_obs - 1)) END AS std_flux_mjy,
-           swf / sw AS wmean_flux_mjy, swff - swf * swf / sw AS chi2
-    FROM agg
-),
-pts AS (
-    SELECT source_id, unnest(extremes) AS x FROM daily_in
-),
-extremes AS MATERIALIZED (
-    SELECT source_id, x.image_id, x.mjd, x.f, x.e FROM (
-        SELECT source_id, unnest(list_distinct(list_concat(arg_min(x, x.f, 50), arg_max(x, x.f, 50)))) AS x
-        FROM pts GROUP BY source_id)
-),
-pairs AS (
-    SELECT a.source_id, (a.f - b.f) / sqrt(a.e * a.e + b.e * b.e) AS vs, 2.0 * (a.f - b.f) / (a.f + b.f) AS m
-    FROM extremes a JOIN extremes b
-      ON a.source_id = b.source_id AND (a.mjd < b.mjd OR (a.mjd = b.mjd AND a.image_id < b.image_id))
-),
-two_epoch AS (
-    SELECT source_id, max(abs(m)) FILTER (WHERE abs(vs) >= 4.3) AS vs_max_abs_m, max(abs(vs)) AS vs_max_abs
-    FROM pairs GROUP BY source_id
-)
-SELECT a.source_id, a.n_obs, a.first_mjd, a.last_mjd,
-       a.mean_flux_mjy, a.std_flux_mjy, a.min_flux_mjy, a.max_flux_mjy, a.wmean_flux_mjy,
-       CASE WHEN a.n_obs > 1 THEN greatest(a.chi2, 0.0) / (a.n_obs - 1) END AS chi2_nu,
-       CASE WHEN a.n_obs > 1 THEN a.n_obs / (a.n_obs - 1.0)
-            * (a.swff / a.n_obs - (a.swf / a.n_obs) * (a.swf / a.n_obs) / (a.sw / a.n_obs)) END AS eta_metric,
-       a.std_flux_mjy / nullif(a.mean_flux_mjy, 0) AS v_metric,
-       greatest(a.max_flux_mjy - a.mean_flux_mjy, a.mean_flux_mjy - a.min_flux_mjy)
-           / nullif(a.std_flux_mjy, 0) AS sigma_deviation,
-       t.vs_max_abs_m, t.vs_max_abs,
-       a.n_unnormalized
-FROM stats a LEFT JOIN two_epoch t USING (source_id)
-"""
+
 
 
 # ------------------------------------------------------------------------------------------ state
@@ -360,17 +316,19 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool) 
     con = _daily_connection(lake)
     try:
         if touched is None:
-            con.execute("CREATE VIEW daily_in AS SELECT * FROM daily_all")
+            con.execute("CREATE VIEW daily_lightcurves AS SELECT * FROM daily_all")
         else:
             con.register("_touched", pa.table({"source_id": pa.array(sorted(touched), pa.string())}))
-            con.execute("CREATE VIEW daily_in AS SELECT d.* FROM daily_all d SEMI JOIN _touched t USING (source_id)")
+            con.execute("CREATE VIEW daily_lightcurves AS SELECT d.* FROM daily_all d "
+                        "SEMI JOIN _touched t USING (source_id)")
         say(f"refresh: statistics of {'all' if touched is None else len(touched)} source(s)")
-        stats = _fetch(con, SOURCE_STATS_FROM_DAILY + " ORDER BY source_id")
+        con.execute(_view_text("variability_stats"))         # the view's own definition, over the kept bins
+        stats = _fetch(con, "SELECT * FROM variability_stats ORDER BY source_id")
         search = None
         search_fn = _search_function()
         if search_fn is not None:
             say("refresh: ESE search")
-            daily = _fetch(con, "SELECT source_id, day, mjd, flux_jy, err_jy, n_points FROM daily_in")
+            daily = _fetch(con, "SELECT source_id, day, mjd, flux_jy, err_jy, n_points FROM daily_lightcurves")
             search = search_fn(pl.from_arrow(daily)).to_arrow()
     finally:
         con.close()
@@ -391,6 +349,12 @@ def _refresh_candidates(lake, snaps) -> None:
     finally:
         con.close()
     _commit(lake, "ese_candidates", cands, _record(lake, snaps, "ese_candidates"), full=True)
+
+
+def _view_text(name: str) -> str:
+    from eselake.lake.connect import view_files
+
+    return next(v.text for v in view_files() if v.name == name)
 
 
 def _search_function():
