@@ -158,6 +158,7 @@ class Cutout(BaseModel):
 class Cutouts(BaseModel):
     source_id: str
     dip: list[float] | None = Field(None, description="[start, end] MJD of the dip, if any")
+    dip_from: str | None = Field(None, description="'candidate', or the search's best fit when not a candidate")
     n_images: int = Field(description="images of the source")
     n_available: int = Field(description="of those, image files present on this machine")
     cutouts: list[Cutout]
@@ -236,9 +237,11 @@ def _png_gray(a) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
-def cutout_png(path: str, ra: float, dec: float, size_deg: float, scale: int = 4) -> bytes:
+def cutout_png(path: str, ra: float, dec: float, size_deg: float, scale: int = 4,
+               vmax: float | None = None) -> bytes:
     """A postage stamp (PNG) of the image at ``path`` around (ra, dec): north up, east left, linear grey
-    scale from -2 rms to the brightest pixel, a cross-hair gap marking the position."""
+    scale from -2 rms to ``vmax`` (Jy/beam; default the brightest pixel), a cross-hair gap marking the
+    position."""
     import numpy as np
     from astropy.io import fits
     from astropy.nddata import Cutout2D
@@ -260,7 +263,8 @@ def cutout_png(path: str, ra: float, dec: float, size_deg: float, scale: int = 4
         raise EselakeError("the cutout holds no finite pixels")
     med = np.median(finite)
     rms = 1.4826 * np.median(np.abs(finite - med)) or (finite.std() or 1.0)
-    lo, hi = med - 2 * rms, max(finite.max(), med + 5 * rms)
+    lo = med - 2 * rms
+    hi = vmax if vmax is not None and vmax > lo else max(finite.max(), med + 5 * rms)
     scaled = np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo), 0, 1)
     out = (255 * scaled).astype(np.uint8)[::-1]          # FITS row 0 is the bottom
     out = np.kron(out, np.ones((scale, scale), dtype=np.uint8))
@@ -492,9 +496,16 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
         src = source_or_404(source_id)
         m = src.measurements
         cand = src.candidate
-        event = {**(src.ese or {}), **{k: v for k, v in cand.items() if v is not None}} if cand else {}
+        ese = src.ese or {}
         from eselake.charts import _event_window
-        window = _event_window(event) if event else None
+        if cand:
+            window, dip_from = _event_window({**ese, **{k: v for k, v in cand.items() if v is not None}}), "candidate"
+        elif ese.get("is_dip") or (ese.get("depth") or ese.get("dip_depth") or 0) > 0:
+            window, dip_from = _event_window(ese), "best fit (not a candidate)"     # still worth a look
+        else:
+            window, dip_from = None, None
+        if window is None:
+            dip_from = None
         paths = m.select("image_id", "mjd", "image_path",
                          (pl.coalesce("normalized_flux_jy", "peak_jyb") * 1000).alias("flux_mjy"))
         exists = [bool(p) and Path(p).is_file() for p in paths["image_path"].to_list()]
@@ -517,14 +528,18 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
                 "flux_mjy": json_value(r["flux_mjy"]),
                 "url": f"/api/v1/sources/{enc}/cutout.png?image_id={quote(r['image_id'], safe='')}"}
                for r in chosen.iter_rows(named=True)]
-        return {"source_id": source_id, "dip": list(window) if window else None, "n_images": m.height,
+        return {"source_id": source_id, "dip": list(window) if window else None, "dip_from": dip_from,
+                "n_images": m.height,
                 "n_available": avail.height, "cutouts": out}
 
     @app.get("/api/v1/sources/{source_id:path}/cutout.png", tags=["images"],
              summary="PNG postage stamp of the source in one of its images",
              responses={200: {"content": {"image/png": {}}}, 404: {"description": "image file not on this machine"}})
     def cutout(source_id: str, image_id: str = Query(..., max_length=500),
-               size_arcmin: float = Query(12.0, gt=0.1, le=120)) -> Response:
+               size_arcmin: float = Query(12.0, gt=0.1, le=120),
+               scale: Literal["source", "image"] = Query("source", description="grey scale: 'source' is the "
+                                                         "same for all of the source's stamps (so a dip looks "
+                                                         "fainter), 'image' stretches each stamp")) -> Response:
         src = source_or_404(source_id)
         row = src.measurements.filter(pl.col("image_id") == image_id)
         if row.height == 0:
@@ -534,7 +549,11 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
             raise HTTPException(404, f"image file {path!r} is not available on this machine")
         info = src.info
         try:
-            png = cutout_png(path, info["ra_deg"], info["dec_deg"], size_arcmin / 60.0)
+            vmax = None
+            if scale == "source":
+                peaks = src.measurements["peak_jyb"].drop_nulls()
+                vmax = 1.6 * float(peaks.median()) if peaks.len() and peaks.median() > 0 else None
+            png = cutout_png(path, info["ra_deg"], info["dec_deg"], size_arcmin / 60.0, vmax=vmax)
         except Exception as exc:            # unreadable or WCS-less image, source outside it
             raise HTTPException(404, f"no cutout from {path}: {exc}") from exc
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
