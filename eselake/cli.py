@@ -269,7 +269,10 @@ def lake_history(lake: Lake, limit: int, fmt: str, output: str | None) -> None:
 
     from eselake.lake import maintain
 
-    write_frame(pl.DataFrame(maintain.history(lake, limit)), fmt, output)
+    frame = pl.DataFrame(maintain.history(lake, limit))
+    if fmt == "table" and frame.height:        # the commit details only in csv/json
+        frame = frame.drop("detail")
+    write_frame(frame, fmt, output)
 
 
 @lake_group.command("upgrade")

@@ -98,10 +98,9 @@ def derived_state(lake) -> dict[str, str]:
             out[name] = "missing"
         elif name == "reference_baselines":
             n0 = (s.info or {}).get("n_images")
-            out[name] = f"frozen at images v{(s.info or {}).get('sources', {}).get('images')}" + \
-                (f" ({n0} images)" if n0 is not None else "")
+            out[name] = f"frozen ({n0} images)" if n0 is not None else "frozen"
         else:
-            out[name] = "current" if _is_current(snaps, dsnaps, name, lake.path) else "stale: run `eselake refresh`"
+            out[name] = "current" if _is_current(snaps, dsnaps, name, lake.path) else "stale (eselake refresh)"
     return out
 
 

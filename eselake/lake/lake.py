@@ -427,11 +427,11 @@ class Lake:
 
 def _table_row(name: str, kind: str, dt, state: str) -> dict:
     if dt is None:
-        return {"table": name, "version": None, "rows": 0, "files": 0, "mb": 0.0, "state": state}
+        return {"table": name, "state": state, "version": None, "rows": 0, "files": 0, "mb": 0.0}
     acts = pa.table(dt.get_add_actions(flatten=True))
     n = acts.num_rows
     rows = int(pc.sum(acts.column("num_records")).as_py() or 0) if n and "num_records" in acts.column_names else 0
     size = int(pc.sum(acts.column("size_bytes")).as_py() or 0) if n else 0
-    return {"table": name, "version": dt.version(), "rows": rows, "files": n, "mb": round(size / 1e6, 2),
-            "state": state}
+    return {"table": name, "state": state, "version": dt.version(), "rows": rows, "files": n,
+            "mb": round(size / 1e6, 2)}
 

@@ -262,13 +262,14 @@ def history(lake, limit: int = 50) -> list[dict]:
         for h in dt.history(limit):
             info = h.get("eselake.info")
             rows.append({
-                "time": datetime.fromtimestamp(h.get("timestamp", 0) / 1000.0, tz=timezone.utc),
+                "time": datetime.fromtimestamp(h.get("timestamp", 0) / 1000.0, tz=timezone.utc)
+                .strftime("%Y-%m-%d %H:%M:%S"),
                 "table": name, "version": h.get("version"),
                 "operation": h.get("eselake.operation") or h.get("operation", "").lower(),
                 "rows_added": (h.get("operationMetrics") or {}).get("num_added_rows"),
                 "detail": info if isinstance(info, str) else "",
             })
-    rows.sort(key=lambda r: (r["time"], r["table"]), reverse=True)
+    rows.sort(key=lambda r: (r["time"], r["table"], r["version"]), reverse=True)
     return rows[:limit]
 
 

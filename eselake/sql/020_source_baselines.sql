@@ -1,9 +1,9 @@
 -- view: source_baselines
--- version: 2
+-- version: 3
 -- Per source: the robust baseline flux used by the ensemble normalisation, and whether the source may
 -- serve as a reference. Only clean measurements count (flags edge|nan|blended|outside = 15 clear).
 --   baseline_jyb     median raw peak flux over all clean measurements
---   median_snr       median signal-to-noise
+--   median_snr       median signal-to-noise (peak / error where a measurement has no snr, e.g. imported)
 --   compact          catalogue major axis unknown or < 30 arcsec (unresolved by DSA-110)
 --   frac_scatter     1.4826 * MAD of (flux / (g1 * baseline)) about 1, where g1 is a preliminary gain of
 --                    each image (median flux / baseline over its bright sources, leaving the source itself
@@ -16,7 +16,7 @@
 CREATE OR REPLACE VIEW source_baselines AS
 WITH clean AS MATERIALIZED (
     SELECT source_id, image_id, CAST(peak_jyb AS DOUBLE) AS f, CAST(peak_err_jyb AS DOUBLE) AS e,
-           CAST(snr AS DOUBLE) AS snr
+           CAST(coalesce(snr, peak_jyb / peak_err_jyb) AS DOUBLE) AS snr
     FROM measurements
     WHERE (flags & 15) = 0 AND isfinite(peak_jyb) AND peak_err_jyb > 0
 ),
