@@ -15,7 +15,7 @@ Stages (vectorised over sources; Python loops run over template shapes, duration
    slope (r: residual of the baseline fit). Centres run from half a dip before the span to half a dip after it;
    a centre needs >= 3 nights within the dip and the template must keep 1/4 of its energy after the projection.
    The best (duration, shape, centre) by z is kept.
-3. refinement of sources with z >= 4: centre in 1-day steps, duration in 2^(1/16) steps, lens alpha (20 values,
+3. refinement of sources with z >= 4.5: centre in 1-day steps, duration in 2^(1/16) steps, lens alpha (20 values,
    0.3-14) and source/lens size ratio (5 values) by coordinate search on windows around the event;
    uncertainties from the curvature of the 2 ln LR profile (centre, duration) and its Delta = 1 range (alpha).
 4. noise model: k, sigma_r and tau_r of a damped random walk + scaled white noise fitted to the robust
@@ -39,7 +39,7 @@ from eselake.detection.falsealarm import fap_per_source_year, sigma_from_fap
 PRESET_FAP = {"conservative": 1e-4, "moderate": 1e-3, "sensitive": 1e-2}   # false candidates per source-year
 FLARE_TAUS = (4.0, 12.0, 36.0, 108.0)                                     # flare decay times (days)
 MAX_DURATION = 256.0    # days (the longest refined duration)
-REFINE_Z = 4.0          # refine the fit of sources whose corrected z reaches this
+REFINE_Z = 4.5          # refine the fit of sources whose coarse (white-noise) z reaches this
 MIN_CORE_NIGHTS = 3     # nights within the dip's half-depth width for a centre to count
 MIN_PERP_FRAC = 0.25    # the template must keep this fraction of its energy after removing baseline and slope
 DESPIKE_CAP = 4.0       # sigma
@@ -532,10 +532,11 @@ def _refine(ctx: _Ctx, r, fit, dur0):
         # the size ratio at the best alpha
         sizes = np.array(templates.SIZES_FINE)
         size_i = np.argmin(np.abs(sub["size"][:, None] - sizes[None, :]), 1)
-        # (the half-depth width of a lens depends on alpha, so each alpha is tried at three durations)
+        # (the half-depth width of a lens depends on alpha, so in the last pass each alpha is tried at three
+        # durations)
         P = np.full((r.size, len(cands)), -np.inf)
         dfac = np.ones((r.size, len(cands)))
-        for f in (0.87, 1.0, 1.15):
+        for f in ((1.0,) if it == 0 else (0.87, 1.0, 1.15)):
             for jj in [np.zeros(r.size, np.int64)] + [1 + ai * len(sizes) + size_i
                                                       for ai in range(len(templates.ALPHAS_FINE))]:
                 v = prof(c, d * f, ctab, jj)
