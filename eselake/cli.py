@@ -313,9 +313,19 @@ def catalog_load(lake: Lake, catalog: str, file: Path) -> None:
     """Load CATALOG from FILE (FITS, VOTable or CSV), replacing an earlier load of that catalogue."""
     from eselake.ingest.catalogs.catalog import load_catalog_file
 
-    table = load_catalog_file(file, catalog)
+    import warnings
+
+    from eselake.ingest.catalogs.catalog import CatalogWarning, catalog_checks
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CatalogWarning)        # reported below, with the counts
+        table = load_catalog_file(file, catalog)
     lake.write_catalog(catalog, table)
     console.print(f"loaded {table.num_rows} {catalog.upper()} sources into {lake.path}")
+    checks = {k: v for k, v in catalog_checks(table).items() if k != "rows" and v}
+    if checks:
+        err_console.print("[yellow]rows with missing values:[/yellow] "
+                          + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in checks.items()), highlight=False)
 
 
 @catalog_group.command("list")
@@ -357,14 +367,15 @@ def _print_measured(result) -> None:
 @click.option("--min-mjy", type=float, default=10.0, show_default=True, help="Catalogue flux limit (mJy)")
 @click.option("--catalog", default="nvss", show_default=True, help="Catalogue loaded in the lake")
 @click.option("--noise-map", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--plane", type=int, default=None, help="Plane (0-based) of a cube with several spectral planes")
 @_beam_option
 @pass_lake
-def photometry_nvss(lake, fits_path, min_mjy, catalog, noise_map, beam) -> None:
+def photometry_nvss(lake, fits_path, min_mjy, catalog, noise_map, plane, beam) -> None:
     """Measure all catalogue (NVSS) sources in the field of view of one image."""
     from eselake.ingest.photometry.measure import measure_image
 
     _print_measured(measure_image(lake, fits_path, catalog=catalog, min_flux_mjy=min_mjy, beam=beam,
-                                  noise_map=noise_map))
+                                  noise_map=noise_map, plane=plane))
     _refresh_after(lake)
 
 
@@ -674,8 +685,9 @@ def _chain_options(f):
     for opt in reversed([
         click.option("--products", type=click.Path(file_okay=False, path_type=Path), default=Path("products"),
                      show_default=True, help="Folder for Measurement Sets, calibration tables and images"),
-        click.option("--calibrators", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                     help="Calibrator list: CSV (name,ra_deg,dec_deg,flux_jy) or the VLA calibrator list"),
+        click.option("--calibrators", default=None, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Calibrator list: CSV (name,ra_deg,dec_deg,flux_jy) or the VLA calibrator list "
+                          "(needed unless --skip-calibration)"),
         click.option("--catalog", default="nvss", show_default=True, help="Catalogue in the lake to measure"),
         click.option("--dec-deg", type=float, default=None,
                      help="Pointing declination, when the data do not record it"),
@@ -734,9 +746,15 @@ def ingest_uvh5_cmd(lake, uvh5_dir, **options):
 @ingest_group.command("ms")
 @click.argument("ms_paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_chain_options
+@click.option("--telescope", default=None,
+              help="Accept a Measurement Set of this telescope (not DSA-110); needs --no-pbcor")
+@click.option("--pbcor/--no-pbcor", default=True, show_default=True,
+              help="--no-pbcor: no DSA-110 primary-beam correction, measure the restored image as it is")
+@click.option("--skip-calibration", is_flag=True, help="The data are calibrated: image CORRECTED_DATA (or DATA)")
 @pass_lake
 def ingest_ms_cmd(lake, ms_paths, **options):
-    """Enter the chain with Measurement Sets: calibrate, image, measure (inputs are copied, not modified)."""
+    """Enter the chain with Measurement Sets: calibrate, image, measure (inputs are copied, not modified).
+    DSA-110 data only, unless --telescope NAME --no-pbcor [--skip-calibration]."""
     from eselake.ingest.radio.pipeline import ingest_ms
 
     _run_chain(lambda ms, **kw: ingest_ms(lake, list(ms), kw.pop("products"), **kw), ms_paths,

@@ -62,6 +62,8 @@ def run_demo(out: Path, days: int = 60, workers: int = 2, lake: Lake | None = No
     done = sum(r.stage == "done" for r in results)
     console.print(f"{done} tiles ingested, {sum(r.stage == 'skipped' for r in results)} already in the lake, "
                   f"{sum(r.stage == 'failed' for r in results)} failed ({time.perf_counter() - t0:.0f} s)")
+    res = lake.refresh()                 # as every ingest does: statistics, ESE search, candidates
+    console.print(f"derived data refreshed ({res['mode']}, {res.get('sources', 0)} sources, {res['seconds']:.1f} s)")
     from eselake.faces import describe, detect
     cands = detect(lake)                 # the default detection: the same list as every other face
     cols = [c for c in ("source_id", "sigma", "fap_per_source_year", "depth", "duration_days", "dip_start_mjd",
