@@ -14,7 +14,7 @@ candidates per source-year at this lr, the number the presets threshold on. Beyo
 of the table's last decade. With the table below the presets' thresholds are lr >= 22 (sensitive, 1e-2),
 lr >= 49 (moderate, 1e-3) and lr >= 167 (conservative, 1e-4; measured from only ~6 surrogate exceedances in
 63,000 source-years, so uncertain by a factor ~2). Validation: on the benchmark's independent population the
-false candidates per source-year were 5.4e-3, 7.0e-4 and 5.7e-5 for the three presets (tests repeat this on
+false candidates per source-year were 5.2e-3, 7.1e-4 and 4.6e-5 for the three presets (tests repeat this on
 another population).
 
 The table is fixed (shipped here), so a source's false-alarm rate depends only on its own lr, never on the
