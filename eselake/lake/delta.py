@@ -48,7 +48,13 @@ UNSUPPORTED_PATH_CHARS = "[]^|\\%"
 
 
 def exists(root: Path, name: str) -> bool:
-    return (table_path(root, name) / "_delta_log").is_dir()
+    """A committed table: its log holds at least one commit (a creation killed before its first commit
+    leaves a folder that is no table)."""
+    log = table_path(root, name) / "_delta_log"
+    try:
+        return any(n.endswith(".json") or n == "_last_checkpoint" for n in (p.name for p in log.iterdir()))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def _reason(exc: BaseException) -> str:
@@ -66,7 +72,7 @@ def _reason(exc: BaseException) -> str:
 def open_table(root: Path, name: str, as_of: int | datetime | None = None) -> DeltaTable | None:
     """The table ``name`` (at version/time ``as_of``), or None if the lake has no such table yet."""
     path = table_path(root, name)
-    if not (path / "_delta_log").is_dir():
+    if not exists(root, name):
         return None
     try:
         dt = DeltaTable(str(path))
@@ -139,7 +145,7 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
     for attempt in range(ATTEMPTS):
         try:
             path.mkdir(parents=True, exist_ok=True)
-            new = not (path / "_delta_log").is_dir()
+            new = not exists(Path(root), name)
             write_deltalake(str(path), data, mode=mode, predicate=predicate if not new else None,
                             partition_by=list(partition_by) if partition_by else None,
                             schema_mode=schema_mode, writer_properties=WRITER,

@@ -66,10 +66,12 @@ def check(lake, *, deep: bool = True) -> list[Finding]:
         folder = root / name
         if not folder.is_dir():
             continue
-        dt = delta.open_table(root, name)
-        if dt is None:
-            out.append(Finding("error", "no log", str(folder), "a table folder without a readable _delta_log"))
+        if not delta.exists(root, name):           # a creation killed before its first commit: no table
+            for p in _data_files(folder):
+                out.append(Finding("leftover", "unreferenced file", str(p),
+                                   f"table {name} was never committed ({_age_s(p):.0f} s old; invisible)"))
             continue
+        dt = delta.open_table(root, name)
         referenced = {str(Path(u)) for u in delta.local_files(dt)}
         expected = DATASETS[name].schema if name in DATASETS else None
         for f in sorted(referenced):

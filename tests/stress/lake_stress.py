@@ -52,8 +52,9 @@ def _image_row(k: int) -> dict:
 def _phot(k: int, value: float, mjd: float):
     import pyarrow as pa
     return pa.table({"source_id": [f"SRC {i:03d}" for i in range(N_SRC)], "image_id": [f"img{k:03d}"] * N_SRC,
-                     "mjd": [mjd] * N_SRC, "peak_jyb": [value + 0.001 * i for i in range(N_SRC)],
-                     "peak_err_jyb": [0.01] * N_SRC, "flags": [0] * N_SRC})
+                     "mjd": [mjd] * N_SRC, "peak_jyb": [0.1 + 0.01 * i + 1e-3 * (value % 7) for i in range(N_SRC)],
+                     "peak_err_jyb": [0.01] * N_SRC, "flags": [0] * N_SRC,
+                     "local_rms_jyb": [value] * N_SRC})       # the measurement's identity, for the checker
 
 
 def worker(role: str, lake_path: str, journal: str, seed: int) -> None:
@@ -131,7 +132,7 @@ def check(lake_path: Path, journals: Path) -> list[str]:
 
     problems = []
     lake = Lake(lake_path)
-    rows = lake.sql("SELECT image_id, count(*) AS n, min(peak_jyb) AS v, count(DISTINCT round(peak_jyb)) AS k "
+    rows = lake.sql("SELECT image_id, count(*) AS n, min(local_rms_jyb) AS v, count(DISTINCT local_rms_jyb) AS k "
                     "FROM photometry GROUP BY image_id")
     seen = {r["image_id"]: r for r in rows.to_dicts()}
     writes = []
