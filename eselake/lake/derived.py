@@ -25,13 +25,13 @@ import time
 from dataclasses import replace
 from typing import Callable
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from eselake.lake import delta
 from eselake.lake.connect import open_connection, view_versions
+from eselake.lake.layout import days_of_nights, months_of_days
 
 FULL_REFRESH_GROWTH = 0.25          # a full refresh when images grew by 25% since the reference set was derived
 DERIVED = ("reference_baselines", "image_gains", "daily_lightcurves", "source_stats", "ese_search",
@@ -124,8 +124,7 @@ def _commit(lake, name: str, table: pa.Table, info: dict, *, predicate: str | No
 
 
 def _with_month(daily: pa.Table) -> pa.Table:
-    days = daily.column("day").to_numpy(zero_copy_only=False).astype("int64")
-    months = np.datetime_as_string(np.datetime64("1858-11-17", "D") + days, unit="M").astype(object)
+    months = months_of_days(daily.column("day").to_numpy(zero_copy_only=False))
     return daily.append_column("month", pa.array(months, pa.string()))
 
 
@@ -250,8 +249,8 @@ def _refresh_incremental(lake, snaps, dsnaps, say, t0) -> dict:
         daily = _fetch(con, "SELECT * FROM daily_lightcurves ORDER BY source_id, day")
     finally:
         con.close()
-    days = _days_of_nights(nights)
-    months = {str(np.datetime_as_string(np.datetime64("1858-11-17", "D") + d, unit="M")) for d in days}
+    days = days_of_nights(nights)
+    months = set(months_of_days(days).tolist())
     before = set()
     ddt = delta.open_table(lake.table_root("daily_lightcurves"), "daily_lightcurves")
     if ddt is not None and days:
@@ -285,11 +284,6 @@ def _changed_nights(lake, info: dict | None) -> set[str]:
         except Exception:  # noqa: BLE001 - feed unavailable (e.g. vacuumed): fall back to the images diff
             continue
     return {n for n in out if n}
-
-
-def _days_of_nights(nights: set[str]) -> list[int]:
-    mjd0 = np.datetime64("1858-11-17", "D")
-    return sorted(int((np.datetime64(n, "D") - mjd0).astype(int)) for n in nights)
 
 
 def _daily_connection(lake):

@@ -111,6 +111,16 @@ DATASETS = {
 _MJD0 = np.datetime64("1858-11-17", "D")
 
 
+def months_of_days(days) -> np.ndarray:
+    """Partition values of the daily bins: YYYY-MM of integer MJD days."""
+    return np.datetime_as_string(_MJD0 + np.asarray(days, dtype="int64"), unit="M").astype(object)
+
+
+def days_of_nights(nights) -> list[int]:
+    """Integer MJD days (floor(MJD)) of YYYY-MM-DD nights, sorted."""
+    return sorted(int((np.datetime64(n, "D") - _MJD0).astype(int)) for n in nights)
+
+
 def nights_of(mjd) -> np.ndarray:
     """Partition values for many MJDs at once: UTC dates as YYYY-MM-DD strings."""
     days = np.floor(np.asarray(mjd, dtype=float)).astype("int64")
