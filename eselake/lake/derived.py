@@ -185,8 +185,10 @@ def _needs_full(snaps, dsnaps, n_images: int, n0: int) -> bool:
 
 
 def _record(lake, snaps, name: str, **extra) -> dict:
-    dsnaps = lake.derived_snapshots()
-    info = _wanted(snaps, dsnaps, name)
+    """What a derived commit records: the base versions it was computed from and the reference set's version
+    (one folder listing, not a load of every derived table)."""
+    refs = delta.latest_version(lake.table_root("reference_baselines"), "reference_baselines")
+    info = _wanted(snaps, {"reference_baselines": delta.Snapshot("reference_baselines", refs, (), None)}, name)
     info.update(extra)
     return info
 
