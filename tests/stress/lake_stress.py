@@ -52,7 +52,7 @@ def _image_row(k: int) -> dict:
 def _phot(k: int, value: float, mjd: float):
     import pyarrow as pa
     return pa.table({"source_id": [f"SRC {i:03d}" for i in range(N_SRC)], "image_id": [f"img{k:03d}"] * N_SRC,
-                     "mjd": [mjd] * N_SRC, "peak_jyb": [0.1 + 0.01 * i + 1e-3 * (value % 7) for i in range(N_SRC)],
+                     "mjd": [mjd] * N_SRC, "peak_jyb": [0.1 + 0.01 * i + 1e-3 * (value % 7) + 2e-3 * k for i in range(N_SRC)],
                      "peak_err_jyb": [0.01] * N_SRC, "flags": [0] * N_SRC,
                      "local_rms_jyb": [value] * N_SRC})       # the measurement's identity, for the checker
 
