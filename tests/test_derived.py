@@ -150,3 +150,25 @@ def test_constant_flux_keeps_zero_scatter_when_merged_across_days(tmp_path):
         # chi2 within one day comes from weighted sums: absolute error ~ eps * SNR^2 (here SNR ~ 1e4)
         assert n == 24 and worst < 1e-9 and chi2 < 1e-6, (derived, worst, chi2)
     assert_derived_equal_views(lake)
+
+
+def test_full_refresh_in_parts_equals_views(tmp_path, monkeypatch):
+    """A full refresh computes gains and daily bins a few nights at a time (bounded memory); with one night per
+    part the result is the same as the views over everything, and a part left behind by a killed refresh is
+    never taken as current."""
+    from eselake.lake import derived
+
+    monkeypatch.setattr(derived, "CHUNK_BYTES", 1)
+    sim = _sim(n_images=16, seed=9)
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images, sim.photometry)
+    nights = len(set(lake.sql("SELECT night FROM images")["night"].to_list()))
+    assert len(derived._night_chunks(lake.snapshots())) == nights > 1
+    assert refresh(lake, full=True)["mode"] == "full"
+    assert_derived_equal_views(lake)
+    info = lake.derived_snapshots()["daily_lightcurves"].info
+    assert "partial" not in info
+    snaps, dsnaps = lake.snapshots(), lake.derived_snapshots()
+    partial = dsnaps["daily_lightcurves"]
+    partial = type(partial)(**{**partial.__dict__, "info": dict(info, partial=True)})
+    assert not derived._is_current(snaps, {**dsnaps, "daily_lightcurves": partial}, "daily_lightcurves")

@@ -21,6 +21,8 @@ itself when no reference set exists or the number of images has grown by FULL_RE
 """
 from __future__ import annotations
 
+import os
+import re
 import time
 from dataclasses import replace
 from typing import Callable
@@ -64,7 +66,7 @@ def _is_current(snaps, dsnaps, name: str, root=None) -> bool:
     """Computed from the data the lake holds now: same view versions and references, and no commit since
     that changed images or photometry (compaction and vacuum change files, not data)."""
     s = dsnaps[name]
-    if s.version < 0 or not s.info:
+    if s.version < 0 or not s.info or s.info.get("partial"):
         return False
     want = _wanted(snaps, dsnaps, name)
     if s.info.get("views") != want["views"]:
@@ -112,10 +114,13 @@ def _fetch(con, query: str, params=None) -> pa.Table:
 
 
 def _commit(lake, name: str, table: pa.Table, info: dict, *, predicate: str | None = None,
-            full: bool = False) -> None:
+            full: bool = False, append: bool = False) -> None:
     part = PARTITION.get(name)
     root = lake.table_root(name)
-    if full or not delta.exists(root, name):
+    if append:
+        delta.commit(root, name, table, mode="append", partition_by=[part] if part else None,
+                     operation="refresh full (part)", info=info)
+    elif full or not delta.exists(root, name):
         delta.commit(root, name, table, mode="overwrite", partition_by=[part] if part else None,
                      schema_mode="overwrite", operation="refresh full", info=info)
     else:
@@ -175,7 +180,7 @@ def _needs_full(snaps, dsnaps, n_images: int, n0: int) -> bool:
     names = ["image_gains", "daily_lightcurves", "source_stats"] + (["ese_search"] if _search_function() else [])
     for name in names:
         info = dsnaps[name].info
-        if dsnaps[name].version < 0 or not info:
+        if dsnaps[name].version < 0 or not info or info.get("partial"):
             return True
         want = _wanted(snaps, dsnaps, name)
         if info.get("views") != want["views"] or \
@@ -209,19 +214,48 @@ def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
         con.close()
     _commit(lake, "reference_baselines", refs, _record(lake, snaps, "reference_baselines", n_images=n_images),
             full=True)
-    dsnaps = lake.derived_snapshots()
-    con = open_connection(snaps, {"reference_baselines": dsnaps["reference_baselines"]}, until="daily_lightcurves")
-    try:
-        say("full refresh: image gains")
-        gains = _gains_once(con)
-        say("full refresh: daily lightcurves")
-        daily = _fetch(con, "SELECT * FROM daily_lightcurves ORDER BY source_id, day")
-    finally:
-        con.close()
-    _commit(lake, "daily_lightcurves", _with_month(daily), _record(lake, snaps, "daily_lightcurves"), full=True)
+    refs = lake.derived_snapshots()["reference_baselines"]
+    # image gains and daily bins depend only on their own nights (given the frozen references): computed a
+    # chunk of nights at a time, so DuckDB's medians never hold more than a chunk (bounded memory at any size)
+    chunks = _night_chunks(snaps)
+    gains = []
+    for i, nights in enumerate(chunks):
+        say(f"full refresh: image gains and daily bins, part {i + 1}/{len(chunks)}")
+        con = _sub_connection(snaps, refs, nights)
+        try:
+            gains.append(_gains_once(con))
+            daily = _fetch(con, "SELECT * FROM daily_lightcurves ORDER BY source_id, day")
+        finally:
+            con.close()
+        # a daily table whose info says "partial" is not current (a killed full refresh is redone)
+        _commit(lake, "daily_lightcurves", _with_month(daily),
+                _record(lake, snaps, "daily_lightcurves", **({"partial": True} if i < len(chunks) - 1 else {})),
+                full=i == 0, append=i > 0)
     sources = _refresh_sources(lake, snaps, None, say, full=True)
-    _commit(lake, "image_gains", gains, _record(lake, snaps, "image_gains"), full=True)
+    _commit(lake, "image_gains", pa.concat_tables(gains), _record(lake, snaps, "image_gains"), full=True)
     return {"mode": "full", "images": n_images, "sources": sources, "seconds": time.perf_counter() - t0}
+
+
+CHUNK_BYTES = 160 << 20          # photometry files per part of a full refresh (~8M measurements)
+
+
+def _night_chunks(snaps) -> list[set[str]]:
+    """The lake's nights in time order, grouped so that each group's photometry files hold ~CHUNK_BYTES."""
+    size: dict[str, int] = {}
+    for name in ("images", "photometry"):
+        for f in snaps[name].files:
+            m = re.search(r"/night=([^/]+)/", f)
+            if m:
+                size[m.group(1)] = size.get(m.group(1), 0) + (os.path.getsize(f) if name == "photometry" else 0)
+    chunks: list[set[str]] = []
+    acc = CHUNK_BYTES
+    for night in sorted(size):
+        if acc + size[night] > CHUNK_BYTES and (not chunks or chunks[-1]):
+            chunks.append(set())
+            acc = 0
+        chunks[-1].add(night)
+        acc += size[night]
+    return chunks or [set()]
 
 
 def _refresh_incremental(lake, snaps, dsnaps, say, t0) -> dict:

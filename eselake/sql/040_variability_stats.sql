@@ -1,5 +1,5 @@
 -- view: variability_stats
--- version: 4
+-- version: 5
 -- Variability statistics per source over its lightcurve_points (fluxes in mJy; w = 1 / err^2), computed by
 -- merging the statistics of the source's daily_lightcurves bins, so the kept dataset source_stats is refreshed
 -- one day at a time with this same definition. Central moments are merged across days with Chan et al.'s
@@ -15,10 +15,10 @@
 --                     so thresholds of 3-5 sigma need at least 11-27 epochs.
 --   two-epoch metrics (Mooley et al. 2016; VAST): for pairs of epochs (a, b)
 --     Vs = (f_a - f_b) / sqrt(e_a^2 + e_b^2),  m = 2 (f_a - f_b) / (f_a + f_b)
---   vs_max_abs_m = max |m| among pairs with |Vs| >= 4.3, vs_max_abs = max |Vs|, over the pairs of the days'
---   faintest and brightest points (every point when a source is seen once per day): every pair for sources
---   with up to 100 such points, beyond that pairs among the 50 faintest and 50 brightest of them (where max |m|
---   and max |Vs| lie unless those points have much larger errors than the rest): linear in the number of days.
+--   vs_max_abs_m = max |m| among pairs with |Vs| >= 4.3, vs_max_abs = max |Vs|, over the pairs among the
+--   days' faintest and brightest points (every point when a source is seen once per day): all of them for
+--   sources seen on up to 50 days, beyond that the 50 faintest day-minima and the 50 brightest day-maxima
+--   (where max |m| and max |Vs| lie unless those points have much larger errors than the rest): linear cost.
 --   n_unnormalized  = points whose image could not be normalised (raw fluxes used)
 CREATE OR REPLACE VIEW variability_stats AS
 WITH agg AS MATERIALIZED (
@@ -40,17 +40,19 @@ stats AS (
            greatest(m.chi2, 0.0) AS chi2
     FROM agg a JOIN moments m USING (source_id)
 ),
-pool AS (
-    -- each day's faintest point, and its brightest when the day has more than one point
-    SELECT source_id, day, 0 AS k, min_f_mjy AS f, err_at_min_mjy AS e FROM daily_lightcurves
-    UNION ALL
-    SELECT source_id, day, 1 AS k, max_f_mjy AS f, err_at_max_mjy AS e FROM daily_lightcurves WHERE n_points > 1
+candidates AS (
+    -- the 50 faintest day-minima and the 50 brightest day-maxima, as keys day * 2 + k (k = 1: a day's brightest
+    -- point when it is not also its faintest), so the aggregate states are small lists of integers
+    SELECT source_id, unnest(list_distinct(list_concat(
+               arg_min(day * 2, min_f_mjy, 50),
+               arg_max(day * 2 + CAST(n_points > 1 AS INTEGER), max_f_mjy, 50)))) AS key
+    FROM daily_lightcurves GROUP BY source_id
 ),
 extremes AS MATERIALIZED (
-    SELECT source_id, x.day, x.k, x.f, x.e FROM (
-        SELECT source_id, unnest(list_distinct(list_concat(arg_min({'day': day, 'k': k, 'f': f, 'e': e}, f, 50),
-                                                           arg_max({'day': day, 'k': k, 'f': f, 'e': e}, f, 50)))) AS x
-        FROM pool GROUP BY source_id)
+    SELECT d.source_id, d.day, c.key % 2 AS k,
+           CASE WHEN c.key % 2 = 0 THEN d.min_f_mjy ELSE d.max_f_mjy END AS f,
+           CASE WHEN c.key % 2 = 0 THEN d.err_at_min_mjy ELSE d.err_at_max_mjy END AS e
+    FROM candidates c JOIN daily_lightcurves d ON d.source_id = c.source_id AND d.day = c.key // 2
 ),
 two_epoch AS (
     SELECT a.source_id,
