@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from eselake import Lake, detect_ese_candidates
 from eselake.lake.connect import glob_escape
@@ -102,6 +103,17 @@ def main() -> None:
         return r, detect_ese_candidates(lake)
     (r, cands), tile = timed("one new tile landed + refresh + candidates", land)
     print(f"    refresh: {r}")
+    # a DSA-110 tile holds the sources of its field, not the survey's: here every 20th source
+    images2, phot2 = _chunk(args.sources, args.images + 1, 1, args.images_per_night, args.images, base, seed=98)
+    phot2 = phot2.filter(pc.is_in(phot2.column("source_id"), pa.array(
+        [f"SIM J{i:06d}" for i in range(0, args.sources, 20)])))
+
+    def land_field():
+        lake.commit_batch(images2, phot2, operation="benchmark tile")
+        r = refresh(lake)
+        return r, detect_ese_candidates(lake)
+    (r2, _), tile_field = timed(f"a tile of {phot2.num_rows} sources + refresh + candidates", land_field)
+    print(f"    refresh: {r2}")
     _, clist = timed("candidate list (moderate)", lambda: detect_ese_candidates(lake), f"{cands.height} candidates, "
                      f"first: {cands['source_id'].to_list()[:3]} (injected SIM J000007)")
     rng = np.random.default_rng(0)
@@ -143,7 +155,8 @@ def main() -> None:
     print("| measure | eselake | floor / target |")
     print("| --- | --- | --- |")
     print(f"| full rebuild | {full:.1f} s | plain GROUP BY {floor:.1f} s; target < 60 s at 100M |")
-    print(f"| new tile visible in candidates | {tile:.2f} s | target < 5 s |")
+    print(f"| new tile visible in candidates: all {args.sources} sources | {tile:.2f} s | target < 5 s |")
+    print(f"| new tile visible in candidates: {phot2.num_rows} sources | {tile_field:.2f} s | target < 5 s |")
     print(f"| candidate list | {clist:.3f} s | target < 0.5 s |")
     print(f"| one source's statistics p50 | {s50 * 1000:.0f} ms | target < 50 ms |")
     print(f"| one lightcurve p50 / p99 | {l50 * 1000:.0f} / {l99 * 1000:.0f} ms | target p50 < 20 ms |")
