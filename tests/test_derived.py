@@ -172,3 +172,27 @@ def test_full_refresh_in_parts_equals_views(tmp_path, monkeypatch):
     partial = dsnaps["daily_lightcurves"]
     partial = type(partial)(**{**partial.__dict__, "info": dict(info, partial=True)})
     assert not derived._is_current(snaps, {**dsnaps, "daily_lightcurves": partial}, "daily_lightcurves")
+
+
+def test_tile_of_one_field_touches_only_its_sources(tmp_path):
+    """Every bin of a tile's night is recomputed, but statistics and search re-run only for the sources whose
+    bins changed; after a refresh killed between its commits, every source of the night is redone."""
+    sim = _sim(n_images=20, seed=4)
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images.slice(0, 19), sim.photometry.filter(
+        pc.is_in(sim.photometry.column("image_id"), sim.images.column("image_id").slice(0, 19))))
+    refresh(lake, full=True)
+    im = sim.images.to_pylist()[19]
+    rows = _rows(sim, im["image_id"])
+    field = sorted(set(rows.column("source_id").to_pylist()))[:7]
+    lake.commit_image(im, rows.filter(pc.is_in(rows.column("source_id"), pa.array(field))))
+    res = refresh(lake)
+    assert res["mode"] == "incremental" and res["sources"] == 7, res
+    assert_derived_equal_views(lake)
+    # a refresh killed after the daily bins: the statistics are behind the bins, so all sources are redone
+    from eselake.lake import derived
+    dsnaps = lake.derived_snapshots()
+    assert derived._in_step(dsnaps)
+    stats = dsnaps["source_stats"]
+    behind = {**dsnaps, "source_stats": type(stats)(**{**stats.__dict__, "info": {"sources": {"images": -1}}})}
+    assert not derived._in_step(behind)

@@ -287,21 +287,43 @@ def _refresh_incremental(lake, snaps, dsnaps, say, t0) -> dict:
         con.close()
     days = days_of_nights(nights)
     months = set(months_of_days(days).tolist())
-    before = set()
+    old_bins = None
     ddt = delta.open_table(lake.table_root("daily_lightcurves"), "daily_lightcurves")
     if ddt is not None and days:
-        before = set(ddt.to_pyarrow_table(columns=["source_id"], filters=[("day", "in", sorted(days))])
-                     .column("source_id").to_pylist())
+        old_bins = ddt.to_pyarrow_table(filters=[("day", "in", sorted(days))]).drop_columns(["month"])
     pred_days = f"{delta.in_list('month', months)} AND {delta.in_list('day', days)}"
     _commit(lake, "daily_lightcurves", _with_month(daily), _record(lake, snaps, "daily_lightcurves"),
             predicate=pred_days)
-    touched = before | set(daily.column("source_id").to_pylist())
+    touched = _changed_sources(old_bins, daily, in_step=_in_step(dsnaps))
     n = _refresh_sources(lake, snaps, touched, say, full=False)
     # last: image_gains records which images are incorporated; a refresh killed before this point is redone
     _commit(lake, "image_gains", gains, _record(lake, snaps, "image_gains"),
             predicate=delta.in_list("night", nights))
     return {"mode": "incremental", "images": changed.height + removed.height, "nights": len(nights),
             "sources": n, "seconds": time.perf_counter() - t0}
+
+
+def _in_step(dsnaps) -> bool:
+    """The statistics, search results and candidates were computed from the daily bins as they are (the last
+    refresh was not killed between its commits)."""
+    rec = (dsnaps["daily_lightcurves"].info or {}).get("sources")
+    return rec is not None and all((dsnaps[n].info or {}).get("sources") == rec
+                                   for n in ("source_stats", "ese_search", "ese_candidates"))
+
+
+def _changed_sources(old: pa.Table | None, new: pa.Table, *, in_step: bool) -> set[str]:
+    """Sources whose bins of the refreshed days changed (a tile of one field touches only its own sources,
+    though every bin of its nights is recomputed); every source with a bin there when not ``in_step``."""
+    new_ids = set(new.column("source_id").to_pylist())
+    if old is None or old.num_rows == 0:
+        return new_ids
+    if not in_step:
+        return new_ids | set(old.column("source_id").to_pylist())
+    a, b = pl.from_arrow(new), pl.from_arrow(old.select(new.column_names).cast(new.schema))
+    keys = new.column_names
+    diff = pl.concat([a.join(b, on=keys, how="anti", nulls_equal=True),
+                      b.join(a, on=keys, how="anti", nulls_equal=True)])
+    return set(diff["source_id"].to_list())
 
 
 def _changed_nights(lake, info: dict | None) -> set[str]:
