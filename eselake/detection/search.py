@@ -320,7 +320,7 @@ def _alternatives(ctx: _Ctx):
 
 
 # ---------------------------------------------------------------------------------------------------- search
-def search_lightcurves(daily, *, chunk_size: int = 2000, workers: int = 2) -> pl.DataFrame:
+def search_lightcurves(daily, *, chunk_size: int = 500, workers: int = 2) -> pl.DataFrame:
     """Search daily-binned lightcurves (source_id, day, mjd, flux_jy, err_jy[, n_points]) for ESEs.
 
     ``daily``: polars DataFrame or pyarrow Table, many sources, any order (sorted by source_id, day is

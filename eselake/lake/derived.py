@@ -157,16 +157,17 @@ def refresh(lake, *, full: bool = False, progress: Callable[[str], None] | None 
             return {"mode": "none", "images": 0, "sources": 0, "seconds": time.perf_counter() - t0}
         con = open_connection(snaps, {}, until="images")
         try:
-            n_images = int(con.execute("SELECT count(*) FROM images").fetchone()[0])
+            images = _fetch(con, "SELECT image_id, ingest_id, night FROM images")
         finally:
             con.close()
+        n_images = images.num_rows
         refs = dsnaps["reference_baselines"]
         n0 = (refs.info or {}).get("n_images") or 0
         if not full and _needs_full(snaps, dsnaps, n_images, n0):
             full = True
         if full:
             return _refresh_full(lake, snaps, n_images, say, t0)
-        return _refresh_incremental(lake, snaps, dsnaps, say, t0)
+        return _refresh_incremental(lake, snaps, dsnaps, images, say, t0)
 
 
 def _needs_full(snaps, dsnaps, n_images: int, n0: int) -> bool:
@@ -258,12 +259,8 @@ def _night_chunks(snaps) -> list[set[str]]:
     return chunks or [set()]
 
 
-def _refresh_incremental(lake, snaps, dsnaps, say, t0) -> dict:
-    con = open_connection(snaps, {}, until="images")
-    try:
-        now = _fetch(con, "SELECT image_id, ingest_id, night FROM images")
-    finally:
-        con.close()
+def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
+    """``now``: image_id, ingest_id, night of every committed image."""
     old = pa.table({"image_id": [], "ingest_id": [], "night": []}, schema=now.schema)
     if dsnaps["image_gains"].version >= 0:
         old = delta.open_table(lake.table_root("image_gains"), "image_gains").to_pyarrow_table(
@@ -366,12 +363,13 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool) 
     """source_stats, ese_search and ese_candidates for the ``touched`` sources (all when None)."""
     con = _daily_connection(lake)
     try:
+        # the touched sources' bins, read once for the statistics and the search
         if touched is None:
-            con.execute("CREATE VIEW daily_lightcurves AS SELECT * FROM daily_all")
+            con.execute("CREATE TEMP TABLE _bins AS SELECT * FROM daily_all")
         else:
             con.register("_touched", pa.table({"source_id": pa.array(sorted(touched), pa.string())}))
-            con.execute("CREATE VIEW daily_lightcurves AS SELECT d.* FROM daily_all d "
-                        "SEMI JOIN _touched t USING (source_id)")
+            con.execute("CREATE TEMP TABLE _bins AS SELECT d.* FROM daily_all d SEMI JOIN _touched t USING (source_id)")
+        con.execute("CREATE VIEW daily_lightcurves AS SELECT * FROM _bins")
         say(f"refresh: statistics of {'all' if touched is None else len(touched)} source(s)")
         con.execute(_view_text("variability_stats"))         # the view's own definition, over the kept bins
         stats = _fetch(con, "SELECT * FROM variability_stats ORDER BY source_id")
@@ -383,6 +381,7 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool) 
             search = search_fn(pl.from_arrow(daily)).to_arrow()
     finally:
         con.close()
+    say("refresh: committing statistics, search results and candidates")
     _merge_whole(lake, snaps, "source_stats", stats, touched, full)
     if search is not None:
         _merge_whole(lake, snaps, "ese_search", search, touched, full)
