@@ -26,6 +26,9 @@ from eselake.errors import LakeError
 ATTEMPTS = 30                  # commits retried after a conflicting concurrent commit
 ROW_GROUP_ROWS = 64 * 1024     # small row groups: a single-source lookup reads little of a sorted file
 WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
+# the measurements laid out by source: row groups of 16k rows, so one source's rows in a month file are read
+# from one or two of them
+LOOKUP_WRITER = WriterProperties(compression="ZSTD", max_row_group_size=16 * 1024)
 
 
 @dataclass(frozen=True)
@@ -131,29 +134,32 @@ def latest_version(root: Path, name: str) -> int:
 
 def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predicate: str | None = None,
            partition_by: Iterable[str] | None = None, operation: str = "write", info: dict | None = None,
-           schema_mode: str | None = None, configuration: dict | None = None) -> int:
+           schema_mode: str | None = None, configuration: dict | None = None,
+           writer: WriterProperties | None = None) -> int:
     """Commit ``data`` to table ``name`` in one transaction and return the new version.
 
     ``mode='overwrite'`` with ``predicate`` replaces exactly the rows matching it (replace-where), atomically.
     Conflicting concurrent commits are retried on the newer snapshot; I/O failures become one-line LakeErrors
-    (nothing is half-written: files of a failed commit are never referenced by the log).
+    (nothing is half-written: files of a failed commit are never referenced by the log). ``data`` may be a
+    RecordBatchReader (streamed, bounded memory), which can be written once: a conflict is then an error.
     """
+    attempts = 1 if isinstance(data, pa.RecordBatchReader) else ATTEMPTS
     path = table_path(root, name)
     meta = {"eselake.operation": operation, "eselake.time": datetime.now(timezone.utc).isoformat()}
     if info:
         meta["eselake.info"] = json.dumps(info, default=str)
-    for attempt in range(ATTEMPTS):
+    for attempt in range(attempts):
         try:
             path.mkdir(parents=True, exist_ok=True)
             new = not exists(Path(root), name)
             write_deltalake(str(path), data, mode=mode, predicate=predicate if not new else None,
                             partition_by=list(partition_by) if partition_by else None,
-                            schema_mode=schema_mode, writer_properties=WRITER,
+                            schema_mode=schema_mode, writer_properties=writer or WRITER,
                             configuration=configuration if new else None,
                             commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=5))
             return latest_version(root, name)
         except CommitFailedError:
-            if attempt == ATTEMPTS - 1:
+            if attempt == attempts - 1:
                 raise LakeError(f"could not commit to table {name} of {root}: too many concurrent writers")
             time.sleep(min(0.02 * (attempt + 1), 0.5) * (0.5 + random.random()))
         except (DeltaError, DeltaProtocolError, OSError, pa.ArrowException) as exc:

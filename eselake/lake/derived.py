@@ -37,7 +37,10 @@ from eselake.lake.layout import days_of_nights, months_of_days
 
 FULL_REFRESH_GROWTH = 0.25          # a full refresh when images grew by 25% since the reference set was derived
 DERIVED = ("reference_baselines", "image_gains", "daily_lightcurves", "source_stats", "ese_search",
-           "ese_candidates")
+           "ese_candidates", "photometry_by_source")
+# derived datasets read in place of their views when current
+SERVED = ("image_gains", "daily_lightcurves", "source_stats", "ese_search", "ese_candidates", "photometry_by_source")
+NO_REFS = ("reference_baselines", "photometry_by_source")      # computed without the reference set
 # views each derived dataset depends on (their versions are recorded; a new view version makes it stale)
 VIEWS_OF = {
     "reference_baselines": ("source_baselines",),
@@ -47,8 +50,9 @@ VIEWS_OF = {
     "ese_search": ("daily_lightcurves", "ese_search"),
     "ese_candidates": ("variability_stats", "ese_search", "ese_scores", "ese_presets", "ese_preset_flags",
                        "ese_candidates_all"),
+    "photometry_by_source": (),          # a copy of the photometry table, by month and sorted by source
 }
-PARTITION = {"image_gains": "night", "daily_lightcurves": "month"}
+PARTITION = {"image_gains": "night", "daily_lightcurves": "month", "photometry_by_source": "month"}
 
 
 
@@ -57,7 +61,7 @@ PARTITION = {"image_gains": "night", "daily_lightcurves": "month"}
 def _wanted(snaps: dict, dsnaps: dict, name: str) -> dict:
     vv = view_versions()
     src = {"images": snaps["images"].version, "photometry": snaps["photometry"].version}
-    if name != "reference_baselines":
+    if name not in NO_REFS:
         src["reference_baselines"] = dsnaps["reference_baselines"].version
     return {"sources": src, "views": {v: vv.get(v) for v in VIEWS_OF[name]}}
 
@@ -72,7 +76,7 @@ def _is_current(snaps, dsnaps, name: str, root=None) -> bool:
     if s.info.get("views") != want["views"]:
         return False
     rec, now = s.info.get("sources", {}), want["sources"]
-    if rec.get("reference_baselines") != now.get("reference_baselines"):
+    if name not in NO_REFS and rec.get("reference_baselines") != now.get("reference_baselines"):
         return False
     for table in ("images", "photometry"):
         if rec.get(table) != now[table] and (root is None or delta.changed_since(
@@ -84,10 +88,9 @@ def _is_current(snaps, dsnaps, name: str, root=None) -> bool:
 def current_derived(lake, snaps: dict, dsnaps: dict) -> dict:
     """The derived snapshots that are current (read in place of their views). In a lake opened ``as_of`` a
     moment, the derived data of that moment are used as they were."""
-    names = ("image_gains", "daily_lightcurves", "source_stats", "ese_search", "ese_candidates")
     if lake.as_of is not None:           # exact match only (no log walk into the future of that moment)
-        return {n: dsnaps[n] for n in names if _is_current(snaps, dsnaps, n)}
-    return {n: dsnaps[n] for n in names if _is_current(snaps, dsnaps, n, lake.path)}
+        return {n: dsnaps[n] for n in SERVED if _is_current(snaps, dsnaps, n)}
+    return {n: dsnaps[n] for n in SERVED if _is_current(snaps, dsnaps, n, lake.path)}
 
 
 def derived_state(lake) -> dict[str, str]:
@@ -113,19 +116,20 @@ def _fetch(con, query: str, params=None) -> pa.Table:
     return fetch_arrow(con, query, params)
 
 
-def _commit(lake, name: str, table: pa.Table, info: dict, *, predicate: str | None = None,
+def _commit(lake, name: str, table, info: dict, *, predicate: str | None = None,
             full: bool = False, append: bool = False) -> None:
     part = PARTITION.get(name)
     root = lake.table_root(name)
+    writer = delta.LOOKUP_WRITER if name == "photometry_by_source" else None
     if append:
         delta.commit(root, name, table, mode="append", partition_by=[part] if part else None,
-                     operation="refresh full (part)", info=info)
+                     operation="refresh full (part)", info=info, writer=writer)
     elif full or not delta.exists(root, name):
         delta.commit(root, name, table, mode="overwrite", partition_by=[part] if part else None,
-                     schema_mode="overwrite", operation="refresh full", info=info)
+                     schema_mode="overwrite", operation="refresh full", info=info, writer=writer)
     else:
         delta.commit(root, name, table, mode="overwrite", predicate=predicate,
-                     partition_by=[part] if part else None, operation="refresh", info=info)
+                     partition_by=[part] if part else None, operation="refresh", info=info, writer=writer)
 
 
 def _with_month(daily: pa.Table) -> pa.Table:
@@ -233,6 +237,7 @@ def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
                 _record(lake, snaps, "daily_lightcurves", **({"partial": True} if i < len(chunks) - 1 else {})),
                 full=i == 0, append=i > 0)
     sources = _refresh_sources(lake, snaps, None, say, full=True)
+    _refresh_lookup(lake, snaps, say)
     _commit(lake, "image_gains", pa.concat_tables(gains), _record(lake, snaps, "image_gains"), full=True)
     return {"mode": "full", "images": n_images, "sources": sources, "seconds": time.perf_counter() - t0}
 
@@ -273,7 +278,8 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
     stale = [n for n in ("image_gains", "daily_lightcurves", "source_stats", "ese_search")
              if dsnaps[n].version >= 0 and not _is_current(snaps, dsnaps, n, lake.path)]
     if not nights and not stale:
-        return {"mode": "current", "images": 0, "sources": 0, "seconds": time.perf_counter() - t0}
+        mode = "incremental" if _refresh_lookup(lake, snaps, say) else "current"
+        return {"mode": mode, "images": 0, "sources": 0, "seconds": time.perf_counter() - t0}
     say(f"refresh: {changed.height} new or changed image(s), {removed.height} removed, {len(nights)} night(s)")
     refs = dsnaps["reference_baselines"]
     con = _sub_connection(snaps, refs, nights)
@@ -293,11 +299,70 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
             predicate=pred_days)
     touched = _changed_sources(old_bins, daily, in_step=_in_step(dsnaps))
     n = _refresh_sources(lake, snaps, touched, say, full=False)
+    _refresh_lookup(lake, snaps, say)
     # last: image_gains records which images are incorporated; a refresh killed before this point is redone
     _commit(lake, "image_gains", gains, _record(lake, snaps, "image_gains"),
             predicate=delta.in_list("night", nights))
     return {"mode": "incremental", "images": changed.height + removed.height, "nights": len(nights),
             "sources": n, "seconds": time.perf_counter() - t0}
+
+
+def _refresh_lookup(lake, snaps, say) -> bool:
+    """Bring photometry_by_source (the photometry table by month, sorted by source_id and MJD, in small row
+    groups: one source's lightcurve reads a row group or two per month) up to date: the nights changed since
+    the version it was copied from are replaced; built whole (in parts) when missing or the change feed is gone."""
+    name = "photometry_by_source"
+    dsnap = lake.derived_snapshots()[name]
+    if not snaps["photometry"].files or _is_current(snaps, {name: dsnap}, name, lake.path):
+        return False
+    since = ((dsnap.info or {}).get("sources") or {}).get("photometry")
+    nights = None
+    if dsnap.version >= 0 and not (dsnap.info or {}).get("partial") and since is not None:
+        nights = _cdf_nights(lake, "photometry", since)
+    if nights is None:
+        chunks = _night_chunks(snaps)
+        for i, part in enumerate(chunks):
+            say(f"refresh: photometry by source, part {i + 1}/{len(chunks)}")
+            _copy_nights(lake, snaps, part, _record(lake, snaps, name, **({"partial": True} if i < len(chunks) - 1
+                                                                        else {})), full=i == 0, append=i > 0)
+        return True
+    if nights:
+        say(f"refresh: photometry by source, {len(nights)} night(s)")
+    months = set(months_of_days(days_of_nights(nights)).tolist())
+    pred = f"{delta.in_list('month', months)} AND {delta.in_list('night', nights)}" if nights else "false"
+    _copy_nights(lake, snaps, nights, _record(lake, snaps, name), predicate=pred)
+    return True
+
+
+def _copy_nights(lake, snaps, nights: set[str], info: dict, **how) -> None:
+    """Commit the photometry rows of ``nights``, sorted by source and time, streamed (bounded memory)."""
+    sub = dict(snaps, photometry=_files_of_nights(snaps["photometry"], nights))
+    con = open_connection(sub, {}, until="images")
+    try:
+        if sub["photometry"].files:
+            query = "SELECT *, substr(night, 1, 7) AS month FROM photometry_files ORDER BY source_id, mjd"
+        else:                                  # nothing left in those nights: an empty replacement
+            query = "SELECT *, substr(night, 1, 7) AS month FROM photometry_files WHERE false"
+        reader = con.sql(query).to_arrow_reader(64 * 1024)
+        _commit(lake, "photometry_by_source", reader, info, **how)
+    finally:
+        con.close()
+
+
+def _cdf_nights(lake, table: str, since: int) -> set[str] | None:
+    """Nights with rows inserted or deleted in ``table`` after version ``since`` (Delta's change data feed),
+    or None when the feed cannot say (e.g. vacuumed)."""
+    dt = delta.open_table(lake.path, table)
+    if dt is None:
+        return None
+    if since >= dt.version():
+        return set()
+    try:
+        reader = dt.load_cdf(starting_version=since + 1, columns=["night"])
+        tab = pa.table(reader.read_all() if hasattr(reader, "read_all") else reader)
+    except Exception:  # noqa: BLE001 - feed unavailable
+        return None
+    return {n for n in tab.column("night").to_pylist() if n}
 
 
 def _in_step(dsnaps) -> bool:
@@ -325,20 +390,14 @@ def _changed_sources(old: pa.Table | None, new: pa.Table, *, in_step: bool) -> s
 
 def _changed_nights(lake, info: dict | None) -> set[str]:
     """Nights whose images or photometry changed since the versions ``info`` recorded (Delta's change data
-    feed: inserts and deletes of re-measured, new and removed images; compaction adds nothing)."""
+    feed: inserts and deletes of re-measured, new and removed images; compaction adds nothing). Where the feed
+    is unavailable (e.g. vacuumed) the caller's diff of the images table stands alone."""
     out: set[str] = set()
     for table in ("images", "photometry"):
         since = ((info or {}).get("sources") or {}).get(table)
-        dt = delta.open_table(lake.path, table)
-        if dt is None or since is None or since >= dt.version():
-            continue
-        try:
-            reader = dt.load_cdf(starting_version=since + 1, columns=["night"])
-            out |= set(pa.table(reader.read_all() if hasattr(reader, "read_all") else reader)
-                       .column("night").to_pylist())
-        except Exception:  # noqa: BLE001 - feed unavailable (e.g. vacuumed): fall back to the images diff
-            continue
-    return {n for n in out if n}
+        if since is not None:
+            out |= _cdf_nights(lake, table, since) or set()
+    return out
 
 
 def _daily_connection(lake):

@@ -133,7 +133,8 @@ class Lake:
             raw = h.get("eselake.info")
             info = json.loads(raw) if isinstance(raw, str) else None
             src = (info or {}).get("sources") or {}
-            if src and all(src.get(t, 1 << 62) <= v for t, v in self._base_versions.items()):
+            if src and not info.get("partial") and all(src.get(t, 1 << 62) <= v
+                                                       for t, v in self._base_versions.items()):
                 dt.load_as_version(h["version"])
                 return dt
         return None
@@ -183,15 +184,14 @@ class Lake:
         return _connect.open_connection(snaps, use, sandbox_root=self.path if sandbox else None)
 
     def _snapshot_state(self, derived: bool = True):
-        from eselake.lake.derived import current_derived
+        from eselake.lake.derived import SERVED, current_derived
 
         snaps = self.snapshots()
         dsnaps = self.derived_snapshots()
         use = current_derived(self, snaps, dsnaps) if derived else {}
         if dsnaps["reference_baselines"].files:
             use.setdefault("reference_baselines", dsnaps["reference_baselines"])
-        self.stale = [n for n in ("image_gains", "daily_lightcurves", "source_stats", "ese_search", "ese_candidates")
-                      if derived and dsnaps[n].version >= 0 and n not in use]
+        self.stale = [n for n in SERVED if derived and dsnaps[n].version >= 0 and n not in use]
         # the search is not SQL: stale search results and candidates are served (and said to be stale) rather
         # than none; the statistics above are computed from their views instead
         for name in ("ese_search", "ese_candidates"):

@@ -194,8 +194,8 @@ def fix(lake, findings: list[Finding], min_age_s: float = GRACE_S) -> list[str]:
 
 
 def compact(lake, *, target_mb: int = 256) -> dict[str, dict]:
-    """Delta OPTIMIZE of every table: small files merged; photometry and the daily lightcurves Z-ordered by
-    source_id so one source's rows sit in few row groups. A transaction like any other: concurrent commits
+    """Delta OPTIMIZE of every table: small files merged; photometry, its by-source copy and the daily
+    lightcurves Z-ordered by source_id so one source's rows sit in few row groups. A transaction like any other: concurrent commits
     are never lost (a conflict is retried on the newer snapshot). Returns per table files removed/added."""
     lake._writable()
     done = {}
@@ -210,9 +210,10 @@ def compact(lake, *, target_mb: int = 256) -> dict[str, dict]:
         def run(dt=dt, name=name, parts=parts):
             dt.update_incremental()
             filters = None if parts == [None] else [(parts[0][0], "in", [p[1] for p in parts])]
-            if name in ("photometry", "daily_lightcurves"):
+            if name in ("photometry", "daily_lightcurves", "photometry_by_source"):
+                writer = delta.LOOKUP_WRITER if name == "photometry_by_source" else delta.WRITER
                 return dt.optimize.z_order(["source_id"], partition_filters=filters, target_size=target_mb << 20,
-                                           max_spill_size=2 << 30, writer_properties=delta.WRITER)
+                                           max_spill_size=2 << 30, writer_properties=writer)
             return dt.optimize.compact(partition_filters=filters, target_size=target_mb << 20,
                                        writer_properties=delta.WRITER)
 
