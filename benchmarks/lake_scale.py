@@ -97,7 +97,9 @@ def main() -> None:
     res0, first = timed("first refresh (builds what is missing)", lambda: refresh(lake))
     print(f"    refresh: {res0}")
     res, full = timed("full rebuild (refresh --full)", lambda: refresh(lake, full=True))
-    images, phot = _chunk(args.sources, args.images, 1, args.images_per_night, args.images, base, seed=99)
+    # new image ids on every run (a kept lake grows by two tiles per run), landing in the lake's last night
+    nxt = int(lake.sql("SELECT count(*) AS n FROM images")["n"][0])
+    images, phot = _chunk(args.sources, nxt, 1, args.images_per_night, args.images, base, seed=nxt)
 
     def land():
         lake.commit_batch(images, phot, operation="benchmark tile")
@@ -106,7 +108,7 @@ def main() -> None:
     (r, cands), tile = timed("one new tile landed + refresh + candidates", land)
     print(f"    refresh: {r}")
     # a DSA-110 tile holds the sources of its field, not the survey's: here every 20th source
-    images2, phot2 = _chunk(args.sources, args.images + 1, 1, args.images_per_night, args.images, base, seed=98)
+    images2, phot2 = _chunk(args.sources, nxt + 1, 1, args.images_per_night, args.images, base, seed=nxt + 1)
     phot2 = phot2.filter(pc.is_in(phot2.column("source_id"), pa.array(
         [f"SIM J{i:06d}" for i in range(0, args.sources, 20)])))
 

@@ -1,3 +1,3 @@
-from eselake.cli import main
+from eselake.cli import run
 
-main()
+run()

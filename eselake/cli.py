@@ -803,3 +803,21 @@ def demo_cmd(ctx, days, out, workers, imager):
     root = ctx.find_root()
     lake = root.obj if root.params.get("lake_path") is not None else None
     run_demo(out, days=days, workers=workers, lake=lake, imager=imager, console=console)
+
+
+def run() -> None:
+    """The ``eselake`` program: ``main``, then leave without the interpreter's teardown, where the native
+    thread pools of Arrow and delta-rs can abort an already finished command ("terminate called without an
+    active exception", delta-io/delta-rs#2184), turning its exit status into 134."""
+    import os
+
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

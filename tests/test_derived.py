@@ -15,7 +15,7 @@ from eselake.lake.lake import fetch_arrow
 from eselake.sim.lightcurves import Dip, simulate_photometry
 
 KEYS = {"image_gains": ["image_id"], "daily_lightcurves": ["source_id", "day"],
-        "variability_stats": ["source_id"], "photometry_files": ["source_id", "image_id"]}
+        "variability_stats": ["source_id"], "measurements": ["source_id", "image_id"]}
 
 
 def _frame(con, view):
@@ -102,9 +102,9 @@ def test_refresh_is_incremental_and_reads_derived(tmp_path):
     con.close()
     assert "d_source_stats" in sql                # served from the derived dataset
     con = lake.connect()
-    sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'photometry_files'").fetchone()[0]
+    sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'measurements'").fetchone()[0]
     con.close()
-    assert "d_photometry_by_source" in sql        # one-source lookups read the copy laid out by source
+    assert "d_measurements_by_source" in sql        # one-source lookups read the copy laid out by source
     assert refresh(lake)["mode"] == "current"
     maintain.compact(lake)                          # compaction changes files, not data: still current
     assert refresh(lake)["mode"] == "current"

@@ -34,7 +34,7 @@ DERIVED_VIEWS = {
     "source_stats": "variability_stats",
     "ese_search": "ese_search",
     "ese_candidates": "ese_candidates_all",
-    "photometry_by_source": "photometry_files",     # the measurements laid out for one-source lookups
+    "measurements_by_source": "measurements",     # the measurements laid out for one-source lookups
 }
 
 

@@ -153,7 +153,7 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
             path.mkdir(parents=True, exist_ok=True)
             new = not exists(Path(root), name)
             write_deltalake(str(path), data, mode=mode, predicate=predicate if not new else None,
-                            partition_by=list(partition_by) if partition_by else None,
+                            partition_by=list(partition_by) if partition_by is not None else None,
                             schema_mode=schema_mode, writer_properties=writer or WRITER,
                             configuration=configuration if new else None,
                             commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=5))

@@ -37,10 +37,10 @@ from eselake.lake.layout import days_of_nights, months_of_days
 
 FULL_REFRESH_GROWTH = 0.25          # a full refresh when images grew by 25% since the reference set was derived
 DERIVED = ("reference_baselines", "image_gains", "daily_lightcurves", "source_stats", "ese_search",
-           "ese_candidates", "photometry_by_source")
+           "ese_candidates", "measurements_by_source")
 # derived datasets read in place of their views when current
-SERVED = ("image_gains", "daily_lightcurves", "source_stats", "ese_search", "ese_candidates", "photometry_by_source")
-NO_REFS = ("reference_baselines", "photometry_by_source")      # computed without the reference set
+SERVED = ("image_gains", "daily_lightcurves", "source_stats", "ese_search", "ese_candidates", "measurements_by_source")
+NO_REFS = ("reference_baselines", "measurements_by_source")      # computed without the reference set
 # views each derived dataset depends on (their versions are recorded; a new view version makes it stale)
 VIEWS_OF = {
     "reference_baselines": ("source_baselines",),
@@ -50,9 +50,10 @@ VIEWS_OF = {
     "ese_search": ("daily_lightcurves", "ese_search"),
     "ese_candidates": ("variability_stats", "ese_search", "ese_scores", "ese_presets", "ese_preset_flags",
                        "ese_candidates_all"),
-    "photometry_by_source": (),          # a copy of the photometry table, by month and sorted by source
+    "measurements_by_source": ("measurements",),    # by month and sorted by source, for lookups
 }
-PARTITION = {"image_gains": "night", "daily_lightcurves": "month", "photometry_by_source": "month"}
+# image_gains is small (a row per image) and read by every lookup: one file, rewritten whole
+PARTITION = {"daily_lightcurves": "month", "measurements_by_source": "month"}
 
 
 
@@ -120,12 +121,12 @@ def _commit(lake, name: str, table, info: dict, *, predicate: str | None = None,
             full: bool = False, append: bool = False) -> None:
     part = PARTITION.get(name)
     root = lake.table_root(name)
-    writer = delta.LOOKUP_WRITER if name == "photometry_by_source" else None
+    writer = delta.LOOKUP_WRITER if name == "measurements_by_source" else None
     if append:
         delta.commit(root, name, table, mode="append", partition_by=[part] if part else None,
                      operation="refresh full (part)", info=info, writer=writer)
-    elif full or not delta.exists(root, name):
-        delta.commit(root, name, table, mode="overwrite", partition_by=[part] if part else None,
+    elif full or not delta.exists(root, name):         # [] makes a table of an older layout unpartitioned
+        delta.commit(root, name, table, mode="overwrite", partition_by=[part] if part else [],
                      schema_mode="overwrite", operation="refresh full", info=info, writer=writer)
     else:
         delta.commit(root, name, table, mode="overwrite", predicate=predicate,
@@ -301,33 +302,44 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
     n = _refresh_sources(lake, snaps, touched, say, full=False)
     _refresh_lookup(lake, snaps, say)
     # last: image_gains records which images are incorporated; a refresh killed before this point is redone
-    _commit(lake, "image_gains", gains, _record(lake, snaps, "image_gains"),
-            predicate=delta.in_list("night", nights))
+    prev = delta.open_table(lake.table_root("image_gains"), "image_gains").to_pyarrow_table()
+    keep = prev.filter(pc.invert(pc.is_in(prev.column("night"), pa.array(sorted(nights), pa.string()))))
+    merged = pa.concat_tables([keep.select(gains.column_names).cast(gains.schema), gains])
+    _commit(lake, "image_gains", merged.sort_by([("night", "ascending"), ("image_id", "ascending")]),
+            _record(lake, snaps, "image_gains"), full=True)
     return {"mode": "incremental", "images": changed.height + removed.height, "nights": len(nights),
             "sources": n, "seconds": time.perf_counter() - t0}
 
 
 def _refresh_lookup(lake, snaps, say) -> bool:
-    """Bring photometry_by_source (the photometry table by month, sorted by source_id and MJD, in small row
-    groups: one source's lightcurve reads a row group or two per month) up to date: the nights changed since
-    the version it was copied from are replaced; built whole (in parts) when missing or the change feed is gone."""
-    name = "photometry_by_source"
+    """Bring measurements_by_source (the measurements view by month, sorted by source_id and MJD, in small
+    row groups: one source's lightcurve reads a row group or two per month) up to date: the nights whose
+    images or photometry changed since the versions it was made from are replaced; built whole (in parts) when
+    missing, made by another version of the view, or when the change data feed is gone."""
+    name = "measurements_by_source"
     dsnap = lake.derived_snapshots()[name]
     if not snaps["photometry"].files or _is_current(snaps, {name: dsnap}, name, lake.path):
         return False
-    since = ((dsnap.info or {}).get("sources") or {}).get("photometry")
+    info = dsnap.info or {}
     nights = None
-    if dsnap.version >= 0 and not (dsnap.info or {}).get("partial") and since is not None:
-        nights = _cdf_nights(lake, "photometry", since)
+    if dsnap.version >= 0 and not info.get("partial") and info.get("views") == _wanted(snaps, {}, name)["views"]:
+        nights = set()
+        for table in ("images", "photometry"):
+            since = (info.get("sources") or {}).get(table)
+            got = _cdf_nights(lake, table, since) if since is not None else None
+            if got is None:
+                nights = None
+                break
+            nights |= got
     if nights is None:
         chunks = _night_chunks(snaps)
         for i, part in enumerate(chunks):
-            say(f"refresh: photometry by source, part {i + 1}/{len(chunks)}")
+            say(f"refresh: measurements by source, part {i + 1}/{len(chunks)}")
             _copy_nights(lake, snaps, part, _record(lake, snaps, name, **({"partial": True} if i < len(chunks) - 1
                                                                         else {})), full=i == 0, append=i > 0)
         return True
     if nights:
-        say(f"refresh: photometry by source, {len(nights)} night(s)")
+        say(f"refresh: measurements by source, {len(nights)} night(s)")
     months = set(months_of_days(days_of_nights(nights)).tolist())
     pred = f"{delta.in_list('month', months)} AND {delta.in_list('night', nights)}" if nights else "false"
     _copy_nights(lake, snaps, nights, _record(lake, snaps, name), predicate=pred)
@@ -335,16 +347,16 @@ def _refresh_lookup(lake, snaps, say) -> bool:
 
 
 def _copy_nights(lake, snaps, nights: set[str], info: dict, **how) -> None:
-    """Commit the photometry rows of ``nights``, sorted by source and time, streamed (bounded memory)."""
-    sub = dict(snaps, photometry=_files_of_nights(snaps["photometry"], nights))
-    con = open_connection(sub, {}, until="images")
+    """Commit the measurements of ``nights``, sorted by source and time, streamed (bounded memory)."""
+    sub = dict(snaps)
+    for table in ("images", "photometry"):
+        sub[table] = _files_of_nights(snaps[table], nights)
+    con = open_connection(sub, {}, until="measurements")
     try:
-        if sub["photometry"].files:
-            query = "SELECT *, substr(night, 1, 7) AS month FROM photometry_files ORDER BY source_id, mjd"
-        else:                                  # nothing left in those nights: an empty replacement
-            query = "SELECT *, substr(night, 1, 7) AS month FROM photometry_files WHERE false"
+        where = "" if sub["photometry"].files and sub["images"].files else "WHERE false"   # empty replacement
+        query = f"SELECT *, substr(night, 1, 7) AS month FROM measurements {where} ORDER BY source_id, mjd"
         reader = con.sql(query).to_arrow_reader(64 * 1024)
-        _commit(lake, "photometry_by_source", reader, info, **how)
+        _commit(lake, "measurements_by_source", reader, info, **how)
     finally:
         con.close()
 

@@ -210,8 +210,8 @@ def compact(lake, *, target_mb: int = 256) -> dict[str, dict]:
         def run(dt=dt, name=name, parts=parts):
             dt.update_incremental()
             filters = None if parts == [None] else [(parts[0][0], "in", [p[1] for p in parts])]
-            if name in ("photometry", "daily_lightcurves", "photometry_by_source"):
-                writer = delta.LOOKUP_WRITER if name == "photometry_by_source" else delta.WRITER
+            if name in ("photometry", "daily_lightcurves", "measurements_by_source"):
+                writer = delta.LOOKUP_WRITER if name == "measurements_by_source" else delta.WRITER
                 return dt.optimize.z_order(["source_id"], partition_filters=filters, target_size=target_mb << 20,
                                            max_spill_size=2 << 30, writer_properties=writer)
             return dt.optimize.compact(partition_filters=filters, target_size=target_mb << 20,
