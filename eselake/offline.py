@@ -20,7 +20,8 @@ DUCKDB_CONFIG = {
     # spill large sorts and joins to the system temp folder, not to ./.tmp in the user's working directory
     "temp_directory": os.path.join(tempfile.gettempdir(), f"eselake-duckdb-{os.getuid()}"),
     # bounded memory: larger joins and sorts spill to temp_directory (ESELAKE_MEMORY_LIMIT to change)
-    "memory_limit": os.environ.get("ESELAKE_MEMORY_LIMIT", "3GB"),
+    # 2.5 GB leaves room for Arrow and the search within the 4 GB a 100M-row lake may use (benchmarks/lake_scale.py)
+    "memory_limit": os.environ.get("ESELAKE_MEMORY_LIMIT", "2.5GB"),
 }
 
 _applied = False

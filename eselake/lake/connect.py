@@ -99,15 +99,31 @@ def _files_view(con: duckdb.DuckDBPyConnection, view: str, var: str, snap: Snaps
     con.execute(f"CREATE OR REPLACE VIEW {view} AS {src}")
 
 
+def new_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with eselake's settings: offline, bounded memory, parquet footers cached, and no
+    progress bar of DuckDB's own (it would print into eselake's output; long work reports through rich)."""
+    con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
+    con.execute("SET parquet_metadata_cache = true")
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def files_view(con: duckdb.DuckDBPyConnection, view: str, var: str, files) -> None:
+    """``CREATE VIEW <view>`` over the columns of parquet ``files`` bound as variable ``var`` (never as SQL
+    text); partition folders (``month=...``) add no column: a derived dataset has its view's columns."""
+    con.execute(f"SET VARIABLE {var} = ?", [[glob_escape(f) for f in files]])
+    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet(getvariable('{var}'), "
+                "union_by_name = false, hive_partitioning = false)")
+
+
 def open_connection(snaps: dict[str, Snapshot], derived: dict[str, Snapshot] | None = None,
                     *, sandbox_root: Path | None = None, until: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection over one snapshot: ``snaps`` holds the base tables, ``derived`` the
     derived datasets to read in place of their views (only those that are current). With ``sandbox_root``
     the connection is locked down for an untrusted console (no file access outside that folder, no
     extensions, no configuration changes). ``until`` stops after that view (a refresh needs only the first ones)."""
-    con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
+    con = new_connection()
     try:
-        con.execute("SET parquet_metadata_cache = true")
         for name, ds in DATASETS.items():
             _files_view(con, f"{name}_files", f"f_{name}", snaps[name], ds.schema, ds.partition)
         files = view_files()
@@ -120,9 +136,7 @@ def open_connection(snaps: dict[str, Snapshot], derived: dict[str, Snapshot] | N
                 break
         for name, snap in (derived or {}).items():
             if snap.files:
-                con.execute(f"SET VARIABLE d_{name} = ?", [[glob_escape(f) for f in snap.files]])
-                con.execute(f"CREATE OR REPLACE VIEW {DERIVED_VIEWS[name]} AS "
-                            f"SELECT * FROM read_parquet(getvariable('d_{name}'), union_by_name = false)")
+                files_view(con, DERIVED_VIEWS[name], f"d_{name}", snap.files)
         rows = ", ".join(f"({sql_str(v.name)}, {v.version}, {sql_str(v.file)})" for v in files)
         con.execute("CREATE OR REPLACE VIEW eselake_views AS SELECT * FROM (VALUES "
                     f"{rows}) AS t(view_name, version, file)")

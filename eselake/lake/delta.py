@@ -26,9 +26,6 @@ from eselake.errors import LakeError
 ATTEMPTS = 30                  # commits retried after a conflicting concurrent commit
 ROW_GROUP_ROWS = 64 * 1024     # small row groups: a single-source lookup reads little of a sorted file
 WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
-# the measurements laid out by source: row groups of 16k rows, so one source's rows in a month file are read
-# from one or two of them
-LOOKUP_WRITER = WriterProperties(compression="ZSTD", max_row_group_size=16 * 1024)
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,7 @@ def latest_version(root: Path, name: str) -> int:
 def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predicate: str | None = None,
            partition_by: Iterable[str] | None = None, operation: str = "write", info: dict | None = None,
            schema_mode: str | None = None, configuration: dict | None = None,
-           writer: WriterProperties | None = None) -> int:
+           writer: WriterProperties | None = None, target_file_size: int | None = None) -> int:
     """Commit ``data`` to table ``name`` in one transaction and return the new version.
 
     ``mode='overwrite'`` with ``predicate`` replaces exactly the rows matching it (replace-where), atomically.
@@ -155,6 +152,7 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
             write_deltalake(str(path), data, mode=mode, predicate=predicate if not new else None,
                             partition_by=list(partition_by) if partition_by is not None else None,
                             schema_mode=schema_mode, writer_properties=writer or WRITER,
+                            target_file_size=target_file_size,
                             configuration=configuration if new else None,
                             commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=5))
             return latest_version(root, name)

@@ -211,9 +211,9 @@ def compact(lake, *, target_mb: int = 256) -> dict[str, dict]:
             dt.update_incremental()
             filters = None if parts == [None] else [(parts[0][0], "in", [p[1] for p in parts])]
             if name in ("photometry", "daily_lightcurves", "measurements_by_source"):
-                writer = delta.LOOKUP_WRITER if name == "measurements_by_source" else delta.WRITER
-                return dt.optimize.z_order(["source_id"], partition_filters=filters, target_size=target_mb << 20,
-                                           max_spill_size=2 << 30, writer_properties=writer)
+                size = max(target_mb, 1024) if name == "measurements_by_source" else target_mb   # a file a quarter
+                return dt.optimize.z_order(["source_id"], partition_filters=filters, target_size=size << 20,
+                                           max_spill_size=2 << 30, writer_properties=delta.WRITER)
             return dt.optimize.compact(partition_filters=filters, target_size=target_mb << 20,
                                        writer_properties=delta.WRITER)
 
@@ -280,10 +280,7 @@ def upgrade(lake) -> dict[str, int]:
     """Convert a lake of eselake 0.1 (Parquet files under night=/catalog= folders, images rows as commit
     markers) to Delta tables. The old files stay where they are, readable, until every new table's log has
     committed; then they move to ``LAKE/_old_layout/`` (delete it when satisfied). Returns rows converted."""
-    import duckdb
-
-    from eselake.lake.connect import glob_escape
-    from eselake.offline import DUCKDB_CONFIG
+    from eselake.lake.connect import glob_escape, new_connection
 
     lake._writable()
     base = lake.path
@@ -296,7 +293,7 @@ def upgrade(lake) -> dict[str, int]:
     staging = base / "_upgrade"
     if staging.exists():
         shutil.rmtree(staging)
-    con = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
+    con = new_connection()
     counts = {}
     try:
         def read(name, query):
