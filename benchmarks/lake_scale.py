@@ -98,7 +98,7 @@ def main() -> None:
     print(f"    refresh: {res0}")
     res, full = timed("full rebuild (refresh --full)", lambda: refresh(lake, full=True))
     # new image ids on every run (a kept lake grows by two tiles per run), landing in the lake's last night
-    nxt = int(lake.sql("SELECT count(*) AS n FROM images")["n"][0])
+    nxt = int(lake.sql("SELECT max(image_id) AS m FROM images")["m"][0].removeprefix("img-")) + 1
     images, phot = _chunk(args.sources, nxt, 1, args.images_per_night, args.images, base, seed=nxt)
 
     def land():
