@@ -200,3 +200,17 @@ def test_tile_of_one_field_touches_only_its_sources(tmp_path):
     stats = dsnaps["source_stats"]
     behind = {**dsnaps, "source_stats": type(stats)(**{**stats.__dict__, "info": {"sources": {"images": -1}}})}
     assert not derived._in_step(behind)
+
+
+def test_changed_sources_ignores_last_bit_differences_of_recomputed_bins():
+    """DuckDB may sum a day's points in another order: bins equal to 1e-9 are unchanged; a new point, a new
+    value or a bin gone are changes."""
+    from eselake.lake.derived import _changed_sources
+    old = pa.table({"source_id": ["A", "B", "C", "D"], "day": [1, 1, 1, 1], "flux_jy": [0.1, 0.2, 0.3, 0.4],
+                    "n_points": [3, 3, 3, 3], "mjd": [1.5, 1.5, 1.5, None]})
+    new = pa.table({"source_id": ["A", "B", "C"], "day": [1, 1, 1],
+                    "flux_jy": [0.1 * (1 + 1e-14), 0.2 * (1 + 1e-6), 0.3], "n_points": [3, 3, 4],
+                    "mjd": [1.5, 1.5, 1.5]})
+    assert _changed_sources(old, new, in_step=True) == {"B", "C", "D"}
+    assert _changed_sources(old, new, in_step=False) == {"A", "B", "C", "D"}
+    assert _changed_sources(None, new, in_step=True) == {"A", "B", "C"}

@@ -49,6 +49,36 @@ def test_compact_then_remeasure_to_earlier_night_never_resurrects(tmp_path):
     assert [f for f in maintain.check(lake) if f.severity == "error"] == []
 
 
+def test_remeasure_finds_rows_of_a_killed_ingest_in_another_night(tmp_path, monkeypatch):
+    """An ingest killed between its photometry and images commits leaves hidden rows; re-measured into
+    another night (a corrected timestamp), the image must not gain them back (old and new rows doubled).
+    Image ids in no order (UUID-like): the log's min/max statistics prune nothing and nothing is missed."""
+    import uuid
+
+    from eselake.lake import delta
+    lake = Lake(tmp_path / "lake")
+    ids = [str(uuid.UUID(int=int(k))) for k in np.random.default_rng(1).integers(0, 2**62, 6)]
+    for k, i in enumerate(ids[:5]):
+        lake.commit_image(_image(i, 60010.5 + k), _phot(i, 60010.5 + k, 1.0))
+    real = delta.commit
+
+    def killed(root, name, table, **kw):          # the images commit of this ingest never happens
+        if name == "images":
+            raise SystemExit("killed")
+        return real(root, name, table, **kw)
+    monkeypatch.setattr(delta, "commit", killed)
+    with pytest.raises(SystemExit):
+        lake.commit_image(_image(ids[5], 60011.5), _phot(ids[5], 60011.5, 5.0))
+    monkeypatch.setattr(delta, "commit", real)
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 5 * 20       # hidden rows
+    assert lake._nights_of_images([ids[5]]) == ["2023-03-08"]
+    lake.commit_image(_image(ids[5], 60003.5), _phot(ids[5], 60003.5, 6.0))          # another night
+    assert _values(lake, ids[5]) == [6.0]
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 6 * 20
+    assert lake._nights_of_images(ids[:2]) == ["2023-03-07", "2023-03-08"]
+    assert lake._nights_of_images(["not-an-image"]) == []
+
+
 def _remeasure(path, rounds, value):
     lake = Lake(path)
     for _ in range(rounds):

@@ -126,17 +126,24 @@ def open_connection(snaps: dict[str, Snapshot], derived: dict[str, Snapshot] | N
     try:
         for name, ds in DATASETS.items():
             _files_view(con, f"{name}_files", f"f_{name}", snaps[name], ds.schema, ds.partition)
+        # a view that a current derived dataset replaces is created over that dataset's files in its place, so
+        # the views built on it bind against a few files rather than re-binding its whole chain of views
+        # (DuckDB binds a view when it is created: every nested read_parquet over every night's files)
+        instead = {DERIVED_VIEWS[name]: (name, snap) for name, snap in (derived or {}).items() if snap.files}
         files = view_files()
         for vf in files:
             try:
-                con.execute(vf.text)
+                if vf.name in instead:
+                    name, snap = instead.pop(vf.name)
+                    files_view(con, vf.name, f"d_{name}", snap.files)
+                else:
+                    con.execute(vf.text)
             except duckdb.Error as exc:
                 raise EselakeError(f"view {vf.name} ({vf.file}) failed to load: {exc}") from exc
             if vf.name == until:
                 break
-        for name, snap in (derived or {}).items():
-            if snap.files:
-                files_view(con, DERIVED_VIEWS[name], f"d_{name}", snap.files)
+        for view, (name, snap) in instead.items():
+            files_view(con, view, f"d_{name}", snap.files)
         rows = ", ".join(f"({sql_str(v.name)}, {v.version}, {sql_str(v.file)})" for v in files)
         con.execute("CREATE OR REPLACE VIEW eselake_views AS SELECT * FROM (VALUES "
                     f"{rows}) AS t(view_name, version, file)")

@@ -97,6 +97,12 @@ def local_files(dt: DeltaTable) -> list[str]:
     return out
 
 
+def files_matching(dt: DeltaTable, filters: list[tuple]) -> list[str]:
+    """Local paths of the snapshot's files that may hold rows matching ``filters`` (partition values and the
+    log's min/max statistics: delta-rs's file pruning)."""
+    return [unquote(u.removeprefix("file://")) for u in dt.file_uris(file_pruning_predicate=filters)]
+
+
 def snapshot(dt: DeltaTable | None, name: str) -> Snapshot:
     if dt is None:
         return Snapshot(name, -1, (), None)
