@@ -23,7 +23,7 @@ other sources searched with it.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtri
 
 # measured by calibrate(); CALIBRATION describes the run
 TABLE_Z = tuple(3.0 + 0.25 * i for i in range(49))           # z = sqrt(lr)
@@ -57,7 +57,7 @@ def sigma_from_fap(fap, span_years) -> np.ndarray:
     """Gaussian-equivalent (one-sided) significance of the false-alarm probability over the source's span:
     p = 1 - exp(-fap_per_source_year * span_years), sigma = Phi^-1(1 - p) (>= 0)."""
     p = -np.expm1(-np.asarray(fap, float) * np.asarray(span_years, float))
-    return np.clip(norm.isf(np.clip(p, 1e-300, 1.0)), 0.0, None)
+    return np.clip(-ndtri(np.clip(p, 1e-300, 1.0)), 0.0, None)
 
 
 def empirical_rate(results, lr_grid) -> tuple[np.ndarray, float]:
