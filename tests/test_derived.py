@@ -1,6 +1,7 @@
 """Derived datasets equal their views computed from scratch, after random sequences of ingests, re-ingests,
 deletions and compactions, refreshed incrementally."""
 import numpy as np
+import pytest
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -214,3 +215,56 @@ def test_changed_sources_ignores_last_bit_differences_of_recomputed_bins():
     assert _changed_sources(old, new, in_step=True) == {"B", "C", "D"}
     assert _changed_sources(old, new, in_step=False) == {"A", "B", "C", "D"}
     assert _changed_sources(None, new, in_step=True) == {"A", "B", "C"}
+
+
+def test_image_split_across_nights_by_a_killed_remeasurement(tmp_path, monkeypatch):
+    """A re-measurement into another night killed between its photometry and images commits leaves the
+    image's rows in one night and its images row in another (the measurements view joins them by image_id).
+    Incremental refreshes of either night, a full refresh a night at a time and a rebuild of the by-source
+    copy a quarter at a time must still see the whole image."""
+    import shutil
+
+    from eselake.lake import delta, derived
+
+    sim = _sim(n_images=24, seed=12)
+    images = sim.images.to_pylist()
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images.slice(0, 20), sim.photometry.filter(
+        pc.is_in(sim.photometry.column("image_id"), sim.images.column("image_id").slice(0, 20))))
+    refresh(lake, full=True)
+    real = delta.commit
+
+    def killed(root, name, table, **kw):             # the images commit of this re-measurement never happens
+        if name == "images":
+            raise SystemExit("killed")
+        return real(root, name, table, **kw)
+    im = images[5]
+    moved = dict(im, mjd=im["mjd"] + 100.0)          # another night, month and quarter
+    rows = _rows(sim, im["image_id"])
+    rows = rows.set_column(rows.schema.get_field_index("mjd"), "mjd", pa.array([moved["mjd"]] * rows.num_rows))
+    monkeypatch.setattr(delta, "commit", killed)
+    with pytest.raises(SystemExit):
+        lake.commit_image(moved, rows)
+    monkeypatch.setattr(delta, "commit", real)
+    nights = lake.sql("SELECT DISTINCT night FROM photometry_files WHERE image_id = ?", [im["image_id"]])["night"]
+    assert nights.to_list() != lake.sql("SELECT night FROM images WHERE image_id = ?", [im["image_id"]])["night"].to_list()
+    assert refresh(lake)["mode"] == "incremental"
+    assert_derived_equal_views(lake)
+    # a new image in the night of the moved rows only (their images row is in the other night)
+    late = dict(images[20], mjd=moved["mjd"] + 0.01)
+    late_rows = _rows(sim, late["image_id"])
+    late_rows = late_rows.set_column(late_rows.schema.get_field_index("mjd"), "mjd",
+                                     pa.array([late["mjd"]] * late_rows.num_rows))
+    lake.commit_image(late, late_rows)
+    assert refresh(lake)["mode"] == "incremental"
+    assert_derived_equal_views(lake)
+    # a new image in the night of the images row only
+    lake.commit_image(dict(images[21], mjd=im["mjd"] + 0.01), _rows(sim, images[21]["image_id"]).set_column(
+        sim.photometry.schema.get_field_index("mjd"), "mjd", pa.array([im["mjd"] + 0.01] * 25)))
+    assert refresh(lake)["mode"] == "incremental"
+    assert_derived_equal_views(lake)
+    # a full refresh a night at a time, and the by-source copy rebuilt a quarter at a time
+    monkeypatch.setattr(derived, "CHUNK_BYTES", 1)
+    shutil.rmtree(lake.dataset_dir("measurements_by_source"))
+    assert refresh(lake, full=True)["mode"] == "full"
+    assert_derived_equal_views(lake)

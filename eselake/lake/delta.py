@@ -11,7 +11,7 @@ import errno
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
@@ -37,6 +37,7 @@ class Snapshot:
     schema: pa.Schema | None
     timestamp_ms: int | None = None
     info: dict | None = None           # eselake's metadata of the newest commit (what a refresh recorded)
+    table: DeltaTable | None = field(default=None, compare=False, repr=False)   # loaded at ``version``
 
 
 def table_path(root: Path, name: str) -> Path:
@@ -103,6 +104,21 @@ def files_matching(dt: DeltaTable, filters: list[tuple]) -> list[str]:
     return [unquote(u.removeprefix("file://")) for u in dt.file_uris(file_pruning_predicate=filters)]
 
 
+def nights_holding(dt: DeltaTable, ids: list[str]) -> set[str]:
+    """Nights of the night-partitioned table ``dt`` (at its loaded version) holding a row of one of ``ids``:
+    only the files that may hold one by the Delta log's image_id statistics are read (delta-rs file pruning)."""
+    import pyarrow.dataset as pds
+
+    files = files_matching(dt, [("image_id", "in", list(ids))]) if ids else []
+    if not files:
+        return set()
+    folder = unquote(dt.table_uri.removeprefix("file://")).rstrip("/")
+    data = pds.dataset(files, format="parquet", partition_base_dir=folder,
+                       partitioning=pds.partitioning(pa.schema([("night", pa.string())]), flavor="hive"))
+    found = data.to_table(columns=["night"], filter=pds.field("image_id").isin(list(ids)))
+    return set(found.column("night").unique().to_pylist())
+
+
 def snapshot(dt: DeltaTable | None, name: str) -> Snapshot:
     if dt is None:
         return Snapshot(name, -1, (), None)
@@ -117,7 +133,7 @@ def snapshot(dt: DeltaTable | None, name: str) -> Snapshot:
         if isinstance(h.get("eselake.info"), str) and h.get("version", -1) <= version:
             info = json.loads(h["eselake.info"])
             break
-    return Snapshot(name, dt.version(), files, pa.schema(dt.schema().to_arrow()), ts, info)
+    return Snapshot(name, dt.version(), files, pa.schema(dt.schema().to_arrow()), ts, info, dt)
 
 
 def latest_version(root: Path, name: str) -> int:

@@ -146,6 +146,34 @@ def _files_of_nights(snap: delta.Snapshot, nights: set[str]) -> delta.Snapshot:
     return replace(snap, files=keep)
 
 
+def _image_ids(snap: delta.Snapshot, nights: set[str]) -> set[str]:
+    """Image ids in the files of ``nights`` of a night-partitioned snapshot (one column read)."""
+    import pyarrow.dataset as pds
+
+    files = _files_of_nights(snap, nights).files
+    if not files:
+        return set()
+    return set(pds.dataset(list(files), format="parquet").to_table(columns=["image_id"])
+               .column("image_id").unique().to_pylist())
+
+
+def _with_partners(snaps, nights: set[str]) -> set[str]:
+    """``nights`` and every night holding the other part of an image found in them. An image's photometry
+    rows and its images row are in one night, except after a re-measurement into another night killed between
+    its two commits: the measurements view joins them by image_id, so a snapshot of some nights must hold both
+    parts. Only images with one part missing from those nights are looked up (Delta statistics, few files)."""
+    out, todo = set(nights), set(nights)
+    while todo:
+        in_images, in_phot = _image_ids(snaps["images"], todo), _image_ids(snaps["photometry"], todo)
+        found: set[str] = set()
+        for name, ids in (("photometry", in_images - in_phot), ("images", in_phot - in_images)):
+            if ids and snaps[name].table is not None:
+                found |= delta.nights_holding(snaps[name].table, sorted(ids))
+        todo = found - out
+        out |= todo
+    return out
+
+
 def _sub_connection(snaps, refs, nights: set[str]):
     sub = dict(snaps)
     for name in ("images", "photometry"):
@@ -207,11 +235,14 @@ def _record(lake, snaps, name: str, **extra) -> dict:
     return info
 
 
-def _gains_once(con) -> pa.Table:
-    """Compute image_gains once into a temp table that the photometry view then joins."""
+def _gains_once(con, nights: set[str] | None = None) -> pa.Table:
+    """Compute image_gains once into a temp table that the photometry view then joins; returns the gains of
+    the images of ``nights`` (all when None)."""
     con.execute("CREATE OR REPLACE TEMP TABLE _gains AS SELECT * FROM image_gains ORDER BY night, image_id")
     con.execute("CREATE OR REPLACE VIEW image_gains_current AS SELECT * FROM _gains")
-    return _fetch(con, "SELECT * FROM _gains")
+    if nights is None:
+        return _fetch(con, "SELECT * FROM _gains")
+    return _fetch(con, "SELECT * FROM _gains WHERE list_contains($n, night)", {"n": sorted(nights)})
 
 
 def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
@@ -230,10 +261,12 @@ def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
     gains = []
     for i, nights in enumerate(chunks):
         say(f"full refresh: image gains and daily bins, part {i + 1}/{len(chunks)}")
-        con = _sub_connection(snaps, refs, nights)
+        # the part's nights and their images' other parts (see _with_partners); results of the part's own
+        con = _sub_connection(snaps, refs, _with_partners(snaps, nights))
         try:
-            gains.append(_gains_once(con))
-            daily = _fetch(con, "SELECT * FROM daily_lightcurves ORDER BY source_id, day")
+            gains.append(_gains_once(con, nights))
+            daily = _fetch(con, "SELECT * FROM daily_lightcurves WHERE list_contains($d, day) ORDER BY source_id, day",
+                           {"d": days_of_nights(nights)})
         finally:
             con.close()
         # a daily table whose info says "partial" is not current (a killed full refresh is redone)
@@ -290,7 +323,7 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
     changed = a.join(b, on=["image_id", "ingest_id", "night"], how="anti")
     removed = b.join(a, on=["image_id", "ingest_id", "night"], how="anti")
     nights = set(changed["night"].to_list()) | set(removed["night"].to_list())
-    nights |= _changed_nights(lake, dsnaps["image_gains"].info)
+    nights = _with_partners(snaps, nights | _changed_nights(lake, dsnaps["image_gains"].info))
     stale = [n for n in ("image_gains", "daily_lightcurves", "source_stats", "ese_search")
              if dsnaps[n].version >= 0 and not _is_current(snaps, dsnaps, n, lake.path)]
     if not nights and not stale:
@@ -358,22 +391,29 @@ def _refresh_lookup(lake, snaps, say) -> bool:
             _copy_nights(lake, snaps, part, _record(lake, snaps, name, **({"partial": True} if i < len(chunks) - 1
                                                                         else {})), full=i == 0, append=i > 0)
         return True
+    nights = _with_partners(snaps, nights)
     if nights:
         say(f"refresh: measurements by source, {len(nights)} night(s)")
     quarters = {quarter_of_night(n) for n in nights}
     pred = f"{delta.in_list('quarter', quarters)} AND {delta.in_list('night', nights)}" if nights else "false"
-    _copy_nights(lake, snaps, nights, _record(lake, snaps, name), predicate=pred)
+    _copy_nights(lake, snaps, nights, _record(lake, snaps, name), closed=True, predicate=pred)
     return True
 
 
-def _copy_nights(lake, snaps, nights: set[str], info: dict, **how) -> None:
-    """Commit the measurements of ``nights``, sorted by source and time, streamed (bounded memory)."""
+def _copy_nights(lake, snaps, nights: set[str], info: dict, *, closed: bool = False, **how) -> None:
+    """Commit the measurements of the images of ``nights``, sorted by source and time, streamed (bounded
+    memory); read from a snapshot of those nights and their images' other parts unless ``closed`` (they hold
+    them already: see _with_partners)."""
     sub = dict(snaps)
+    wide = nights if closed else _with_partners(snaps, nights)
     for table in ("images", "photometry"):
-        sub[table] = _files_of_nights(snaps[table], nights)
+        sub[table] = _files_of_nights(snaps[table], wide)
     con = open_connection(sub, {}, until="measurements")
     try:
-        where = "" if sub["photometry"].files and sub["images"].files else "WHERE false"   # empty replacement
+        if not (sub["photometry"].files and sub["images"].files):
+            where = "WHERE false"                                                           # empty replacement
+        else:
+            where = "" if closed else f"WHERE {delta.in_list('night', nights)}"
         quarter = "substr(night, 1, 4) || '-Q' || CAST((CAST(substr(night, 6, 2) AS INTEGER) + 2) // 3 AS VARCHAR)"
         query = f"SELECT *, {quarter} AS quarter FROM measurements {where} ORDER BY source_id, mjd"
         reader = con.sql(query).to_arrow_reader(64 * 1024)

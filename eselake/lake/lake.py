@@ -340,11 +340,11 @@ class Lake:
         dt = delta.open_table(self.path, "images")
         if dt is None:
             return []
-        nights = _nights_holding(dt, delta.table_path(self.path, "images"), ids)
+        nights = delta.nights_holding(dt, ids)
         # photometry may hold rows of an image whose images row was never committed (killed ingest)
         pdt = delta.open_table(self.path, "photometry")
         if pdt is not None:
-            nights |= _nights_holding(pdt, delta.table_path(self.path, "photometry"), ids)
+            nights |= delta.nights_holding(pdt, ids)
         return sorted(n for n in nights if n)
 
     def refresh(self, *, full: bool = False, progress=None) -> dict:
@@ -417,20 +417,6 @@ class Lake:
             dt = self.table(name)
             out.append(_table_row(name, "derived", dt, state.get(name, "missing")))
         return pl.DataFrame(out)
-
-
-def _nights_holding(dt, folder: Path, ids: list[str]) -> set[str]:
-    """Nights of the night-partitioned table ``dt`` (in ``folder``) holding a row of one of ``ids``: only the
-    files that may hold one by the Delta log's image_id statistics are read (delta-rs file pruning)."""
-    import pyarrow.dataset as pds
-
-    files = delta.files_matching(dt, [("image_id", "in", ids)])
-    if not files:
-        return set()
-    data = pds.dataset(files, format="parquet", partition_base_dir=str(folder),
-                       partitioning=pds.partitioning(pa.schema([("night", pa.string())]), flavor="hive"))
-    found = data.to_table(columns=["night"], filter=pds.field("image_id").isin(ids))
-    return set(found.column("night").unique().to_pylist())
 
 
 def _table_row(name: str, kind: str, dt, state: str) -> dict:
