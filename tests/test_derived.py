@@ -268,3 +268,21 @@ def test_image_split_across_nights_by_a_killed_remeasurement(tmp_path, monkeypat
     shutil.rmtree(lake.dataset_dir("measurements_by_source"))
     assert refresh(lake, full=True)["mode"] == "full"
     assert_derived_equal_views(lake)
+
+
+def test_refresh_without_change_feed_is_full(tmp_path, monkeypatch):
+    """A re-measurement killed before its images row changes only photometry: where the change data feed since
+    the last refresh is gone, the refresh cannot tell which nights changed and recomputes everything."""
+    from eselake.lake import derived
+
+    sim = _sim(n_images=12, seed=6)
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images, sim.photometry)
+    refresh(lake)
+    im = sim.images.to_pylist()[4]
+    rows = _rows(sim, im["image_id"])
+    lake.commit_batch(pa.Table.from_pylist([im]), rows.set_column(
+        rows.schema.get_field_index("peak_jyb"), "peak_jyb", pc.multiply(rows.column("peak_jyb"), 1.3)))
+    monkeypatch.setattr(derived, "_cdf_nights", lambda *a: None)
+    assert refresh(lake)["mode"] == "full"
+    assert_derived_equal_views(lake)

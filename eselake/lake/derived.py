@@ -323,7 +323,11 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
     changed = a.join(b, on=["image_id", "ingest_id", "night"], how="anti")
     removed = b.join(a, on=["image_id", "ingest_id", "night"], how="anti")
     nights = set(changed["night"].to_list()) | set(removed["night"].to_list())
-    nights = _with_partners(snaps, nights | _changed_nights(lake, dsnaps["image_gains"].info))
+    fed = _changed_nights(lake, dsnaps["image_gains"].info)
+    if fed is None:        # a re-measurement killed before its images row changes no row of the images table
+        say("refresh: the change feed since the last refresh is gone (vacuumed): a full refresh")
+        return _refresh_full(lake, snaps, now.num_rows, say, t0)
+    nights = _with_partners(snaps, nights | fed)
     stale = [n for n in ("image_gains", "daily_lightcurves", "source_stats", "ese_search")
              if dsnaps[n].version >= 0 and not _is_current(snaps, dsnaps, n, lake.path)]
     if not nights and not stale:
@@ -473,15 +477,18 @@ def _changed_sources(old: pa.Table | None, new: pa.Table, *, in_step: bool) -> s
     return set(j.filter(pl.any_horizontal(differ))["source_id"].to_list())
 
 
-def _changed_nights(lake, info: dict | None) -> set[str]:
+def _changed_nights(lake, info: dict | None) -> set[str] | None:
     """Nights whose images or photometry changed since the versions ``info`` recorded (Delta's change data
-    feed: inserts and deletes of re-measured, new and removed images; compaction adds nothing). Where the feed
-    is unavailable (e.g. vacuumed) the caller's diff of the images table stands alone."""
+    feed: inserts and deletes of re-measured, new and removed images; compaction adds nothing); None where the
+    feed cannot say (vacuumed past those versions)."""
     out: set[str] = set()
     for table in ("images", "photometry"):
         since = ((info or {}).get("sources") or {}).get(table)
         if since is not None:
-            out |= _cdf_nights(lake, table, since) or set()
+            got = _cdf_nights(lake, table, since)
+            if got is None:
+                return None
+            out |= got
     return out
 
 
