@@ -146,29 +146,46 @@ def _files_of_nights(snap: delta.Snapshot, nights: set[str]) -> delta.Snapshot:
     return replace(snap, files=keep)
 
 
-def _image_ids(snap: delta.Snapshot, nights: set[str]) -> set[str]:
-    """Image ids in the files of ``nights`` of a night-partitioned snapshot (one column read)."""
-    import pyarrow.dataset as pds
+def _image_nights(snap: delta.Snapshot, nights: set[str] | None = None) -> pa.Table:
+    """Distinct (image_id, night) of the files of ``nights`` (all when None) of a night-partitioned snapshot."""
+    from eselake.lake.connect import new_connection
 
-    files = _files_of_nights(snap, nights).files
+    files = list(snap.files if nights is None else _files_of_nights(snap, nights).files)
     if not files:
-        return set()
-    return set(pds.dataset(list(files), format="parquet").to_table(columns=["image_id"])
-               .column("image_id").unique().to_pylist())
+        return pa.table({"image_id": pa.array([], pa.string()), "night": pa.array([], pa.string())})
+    con = new_connection()
+    try:
+        return _fetch(con, "SELECT DISTINCT image_id, night FROM read_parquet($f, hive_partitioning = true, "
+                           "hive_types = {'night': VARCHAR})", {"f": files})
+    finally:
+        con.close()
 
 
-def _with_partners(snaps, nights: set[str]) -> set[str]:
-    """``nights`` and every night holding the other part of an image found in them. An image's photometry
-    rows and its images row are in one night, except after a re-measurement into another night killed between
-    its two commits: the measurements view joins them by image_id, so a snapshot of some nights must hold both
-    parts. Only images with one part missing from those nights are looked up (Delta statistics, few files)."""
+def _split_images(snaps) -> list[set[str]]:
+    """The nights of every image whose rows lie in more than one night: an image's photometry rows and its
+    images row share a night, except after a re-measurement into another night killed between its two commits
+    (the measurements view joins them by image_id, so a snapshot of some nights must hold both parts)."""
+    both = pl.concat([pl.from_arrow(_image_nights(snaps[n])) for n in ("images", "photometry")])
+    split = both.unique().group_by("image_id").agg(pl.col("night")).filter(pl.col("night").list.len() > 1)
+    return [set(n) for n in split["night"].to_list()]
+
+
+def _with_partners(snaps, nights: set[str], split: list[set[str]] | None = None) -> set[str]:
+    """``nights`` and every night holding the other part of an image found in them (see _split_images): from
+    ``split`` when given (a full refresh finds it once), else by reading the image ids of those nights and
+    looking up only the images with one part missing there (Delta statistics, few files)."""
     out, todo = set(nights), set(nights)
     while todo:
-        in_images, in_phot = _image_ids(snaps["images"], todo), _image_ids(snaps["photometry"], todo)
-        found: set[str] = set()
-        for name, ids in (("photometry", in_images - in_phot), ("images", in_phot - in_images)):
-            if ids and snaps[name].table is not None:
-                found |= delta.nights_holding(snaps[name].table, sorted(ids))
+        if split is not None:
+            found = set().union(*(n for n in split if n & todo))
+        else:
+            ids = {n: set(_image_nights(snaps[n], todo).column("image_id").to_pylist())
+                   for n in ("images", "photometry")}
+            found = set()
+            for name, other in (("photometry", "images"), ("images", "photometry")):
+                missing = ids[other] - ids[name]
+                if missing and snaps[name].table is not None:
+                    found |= delta.nights_holding(snaps[name].table, sorted(missing))
         todo = found - out
         out |= todo
     return out
@@ -258,11 +275,12 @@ def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
     # image gains and daily bins depend only on their own nights (given the frozen references): computed a
     # chunk of nights at a time, so DuckDB's medians never hold more than a chunk (bounded memory at any size)
     chunks = _night_chunks(snaps)
+    split = _split_images(snaps)
     gains = []
     for i, nights in enumerate(chunks):
         say(f"full refresh: image gains and daily bins, part {i + 1}/{len(chunks)}")
         # the part's nights and their images' other parts (see _with_partners); results of the part's own
-        con = _sub_connection(snaps, refs, _with_partners(snaps, nights))
+        con = _sub_connection(snaps, refs, _with_partners(snaps, nights, split))
         try:
             gains.append(_gains_once(con, nights))
             daily = _fetch(con, "SELECT * FROM daily_lightcurves WHERE list_contains($d, day) ORDER BY source_id, day",
@@ -390,34 +408,35 @@ def _refresh_lookup(lake, snaps, say) -> bool:
             if m:
                 quarters.setdefault(quarter_of_night(m.group(1)), set()).add(m.group(1))
         chunks = [quarters[q] for q in sorted(quarters)] or [set()]
+        split = _split_images(snaps)
         for i, part in enumerate(chunks):
             say(f"refresh: measurements by source, part {i + 1}/{len(chunks)}")
             _copy_nights(lake, snaps, part, _record(lake, snaps, name, **({"partial": True} if i < len(chunks) - 1
-                                                                        else {})), full=i == 0, append=i > 0)
+                                                                        else {})),
+                         read=_with_partners(snaps, part, split), full=i == 0, append=i > 0)
         return True
     nights = _with_partners(snaps, nights)
     if nights:
         say(f"refresh: measurements by source, {len(nights)} night(s)")
     quarters = {quarter_of_night(n) for n in nights}
     pred = f"{delta.in_list('quarter', quarters)} AND {delta.in_list('night', nights)}" if nights else "false"
-    _copy_nights(lake, snaps, nights, _record(lake, snaps, name), closed=True, predicate=pred)
+    _copy_nights(lake, snaps, nights, _record(lake, snaps, name), predicate=pred)
     return True
 
 
-def _copy_nights(lake, snaps, nights: set[str], info: dict, *, closed: bool = False, **how) -> None:
+def _copy_nights(lake, snaps, nights: set[str], info: dict, *, read: set[str] | None = None, **how) -> None:
     """Commit the measurements of the images of ``nights``, sorted by source and time, streamed (bounded
-    memory); read from a snapshot of those nights and their images' other parts unless ``closed`` (they hold
-    them already: see _with_partners)."""
+    memory), read from the files of ``read`` (``nights`` and their images' other parts: see _with_partners;
+    ``nights`` when None)."""
     sub = dict(snaps)
-    wide = nights if closed else _with_partners(snaps, nights)
     for table in ("images", "photometry"):
-        sub[table] = _files_of_nights(snaps[table], wide)
+        sub[table] = _files_of_nights(snaps[table], nights if read is None else read)
     con = open_connection(sub, {}, until="measurements")
     try:
         if not (sub["photometry"].files and sub["images"].files):
             where = "WHERE false"                                                           # empty replacement
         else:
-            where = "" if closed else f"WHERE {delta.in_list('night', nights)}"
+            where = "" if read is None else f"WHERE {delta.in_list('night', nights)}"
         quarter = "substr(night, 1, 4) || '-Q' || CAST((CAST(substr(night, 6, 2) AS INTEGER) + 2) // 3 AS VARCHAR)"
         query = f"SELECT *, {quarter} AS quarter FROM measurements {where} ORDER BY source_id, mjd"
         reader = con.sql(query).to_arrow_reader(64 * 1024)
