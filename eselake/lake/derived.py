@@ -392,15 +392,9 @@ def _refresh_lookup(lake, snaps, say) -> bool:
         return False
     info = dsnap.info or {}
     nights = None
-    if dsnap.version >= 0 and not info.get("partial") and info.get("views") == _wanted(snaps, {}, name)["views"]:
-        nights = set()
-        for table in ("images", "photometry"):
-            since = (info.get("sources") or {}).get(table)
-            got = _cdf_nights(lake, table, since) if since is not None else None
-            if got is None:
-                nights = None
-                break
-            nights |= got
+    if dsnap.version >= 0 and not info.get("partial") and info.get("views") == _wanted(snaps, {}, name)["views"] \
+            and {"images", "photometry"} <= set(info.get("sources") or {}):
+        nights = _changed_nights(lake, info)
     if nights is None:                  # built a quarter at a time (DuckDB's sort spills): one file a quarter
         quarters: dict[str, set[str]] = {}
         for f in snaps["images"].files:
