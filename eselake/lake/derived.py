@@ -370,7 +370,7 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
             predicate=pred_days)
     touched = _changed_sources(old_bins, daily, in_step=_in_step(dsnaps))
     n = _refresh_sources(lake, snaps, touched, say, full=False)
-    _refresh_lookup(lake, snaps, say)
+    _refresh_lookup(lake, snaps, say, nights)
     # last: image_gains records which images are incorporated; a refresh killed before this point is redone
     prev = delta.open_table(lake.table_root("image_gains"), "image_gains").to_pyarrow_table()
     keep = prev.filter(pc.invert(pc.is_in(prev.column("night"), pa.array(sorted(nights), pa.string()))))
@@ -381,11 +381,13 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
             "sources": n, "seconds": time.perf_counter() - t0}
 
 
-def _refresh_lookup(lake, snaps, say) -> bool:
+def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
     """Bring measurements_by_source (the measurements view by quarter, sorted by source_id and MJD: one
     source's lightcurve reads a row group or two per quarter) up to date: the nights whose
     images or photometry changed since the versions it was made from are replaced; built whole (in parts) when
-    missing, made by another version of the view, or when the change data feed is gone."""
+    missing, made by another version of the view, or when the change data feed is gone. ``closed``: nights this
+    refresh already widened to their images' other parts (see _with_partners), reused when they cover the
+    changed nights."""
     name = "measurements_by_source"
     dsnap = lake.derived_snapshots()[name]
     if not snaps["photometry"].files or _is_current(snaps, {name: dsnap}, name, lake.path):
@@ -409,7 +411,7 @@ def _refresh_lookup(lake, snaps, say) -> bool:
                                                                         else {})),
                          read=_with_partners(snaps, part, split), full=i == 0, append=i > 0)
         return True
-    nights = _with_partners(snaps, nights)
+    nights = set(closed) if nights and nights <= closed else _with_partners(snaps, nights)
     if nights:
         say(f"refresh: measurements by source, {len(nights)} night(s)")
     quarters = {quarter_of_night(n) for n in nights}
