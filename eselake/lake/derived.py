@@ -522,15 +522,16 @@ def _daily_connection(lake):
 
 def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool) -> int:
     """source_stats, ese_search and ese_candidates for the ``touched`` sources (all when None)."""
+    if touched is not None and touched >= _kept_sources(lake, "source_stats"):
+        touched = None             # every source (a tile of the whole survey): no selection of the bins
     con = _daily_connection(lake)
     try:
-        # the touched sources' bins, read once for the statistics and the search
-        if touched is None:
-            con.execute("CREATE TEMP TABLE _bins AS SELECT * FROM daily_all")
-        else:
+        if touched is None:        # the kept files, read twice (copying 5M bins into a temp table costs more)
+            con.execute("CREATE VIEW daily_lightcurves AS SELECT * FROM daily_all")
+        else:                      # the touched sources' bins, read once for the statistics and the search
             con.register("_touched", pa.table({"source_id": pa.array(sorted(touched), pa.string())}))
             con.execute("CREATE TEMP TABLE _bins AS SELECT d.* FROM daily_all d SEMI JOIN _touched t USING (source_id)")
-        con.execute("CREATE VIEW daily_lightcurves AS SELECT * FROM _bins")
+            con.execute("CREATE VIEW daily_lightcurves AS SELECT * FROM _bins")
         say(f"refresh: statistics of {'all' if touched is None else len(touched)} source(s)")
         con.execute(_view_text("variability_stats"))         # the view's own definition, over the kept bins
         stats = _fetch(con, "SELECT * FROM variability_stats ORDER BY source_id")
@@ -548,6 +549,12 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool) 
         _merge_whole(lake, snaps, "ese_search", search, touched, full)
         _refresh_candidates(lake, snaps)
     return stats.num_rows
+
+
+def _kept_sources(lake, name: str) -> set[str]:
+    """The source ids of a kept per-source dataset (empty when it does not exist yet)."""
+    dt = delta.open_table(lake.table_root(name), name)
+    return set() if dt is None else set(dt.to_pyarrow_table(columns=["source_id"]).column("source_id").to_pylist())
 
 
 def _refresh_candidates(lake, snaps) -> None:
