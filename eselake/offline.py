@@ -25,6 +25,17 @@ DUCKDB_CONFIG = {
 }
 
 _applied = False
+_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30,
+          "tib": 2 ** 40}
+
+
+def memory_limit_bytes() -> int | None:
+    """DuckDB's memory limit in bytes (``ESELAKE_MEMORY_LIMIT``), None when not a plain size (e.g. '80%')."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(DUCKDB_CONFIG["memory_limit"]))
+    unit = m and _UNITS.get(m.group(2).lower())
+    return int(float(m.group(1)) * unit) if unit else None
 
 
 def cache_dir() -> Path:

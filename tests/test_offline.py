@@ -57,3 +57,13 @@ def test_casa_import_and_tiny_tclean_offline(tmp_path):
     assert "TCLEAN-OK" in res.stdout, res.stdout[-2000:] + res.stderr[-4000:]
     # no CASA log littering the working directory
     assert not list(tmp_path.glob("casa-*.log")) and not list(work.glob("casa-*.log"))
+
+
+@pytest.mark.parametrize("value, expected", [("2.5GB", 2_500_000_000), ("1.5 GiB", 1.5 * 2 ** 30),
+                                             ("512mb", 512_000_000), ("3000000", 3_000_000), ("80%", None)])
+def test_memory_limit_in_bytes(monkeypatch, value, expected):
+    """The by-source sort takes a share of ESELAKE_MEMORY_LIMIT: plain sizes are understood, others left alone."""
+    from eselake import offline
+
+    monkeypatch.setitem(offline.DUCKDB_CONFIG, "memory_limit", value)
+    assert offline.memory_limit_bytes() == expected

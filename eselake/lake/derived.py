@@ -34,8 +34,10 @@ import pyarrow.compute as pc
 from eselake.lake import delta
 from eselake.lake.connect import open_connection, view_versions
 from eselake.lake.layout import days_of_nights, months_of_days, quarter_of_night
+from eselake.offline import memory_limit_bytes
 
 BIN_RTOL = 1e-9                     # relative difference below which a recomputed daily bin is unchanged
+SORT_MEMORY = 0.6                   # of DuckDB's memory limit, for the sort of the by-source copy
 FULL_REFRESH_GROWTH = 0.25          # a full refresh when images grew by 25% since the reference set was derived
 DERIVED = ("reference_baselines", "image_gains", "daily_lightcurves", "source_stats", "ese_search",
            "ese_candidates", "measurements_by_source")
@@ -428,6 +430,9 @@ def _copy_nights(lake, snaps, nights: set[str], info: dict, *, read: set[str] | 
     for table in ("images", "photometry"):
         sub[table] = _files_of_nights(snaps[table], nights if read is None else read)
     con = open_connection(sub, {}, until="measurements")
+    limit = memory_limit_bytes()
+    if limit:      # DuckDB's sort takes all it may while delta-rs writes: the two within the limit (4 GB at 100M)
+        con.execute(f"SET memory_limit = '{int(limit * SORT_MEMORY)}B'")
     try:
         if not (sub["photometry"].files and sub["images"].files):
             where = "WHERE false"                                                           # empty replacement
