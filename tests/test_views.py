@@ -217,3 +217,60 @@ def test_few_references_never_flatten_a_variable_source(tmp_path):
         for r in kept.iter_rows(named=True):
             others = kept.filter(pl.col("source_id") != r["source_id"])["r"].to_numpy()
             assert abs(r["gain"] - np.median(others)) < 1e-12
+
+
+def test_image_gains_against_numpy_with_ties_clipping_and_few_references():
+    """image_gains on hand-made images (0-40 references, tied ratios, MAD 0, outliers, flagged and non-reference
+    rows) equals numpy: median, MAD clipping, the kept ratios' median and middle three, and gain_err."""
+    import duckdb
+
+    from eselake.lake.connect import view_files
+
+    rng = np.random.default_rng(5)
+    rows, images = [], []
+    for i in range(300):
+        img = f"i{i:04d}"
+        images.append((img, "ingest", "2024-01-01", 60000.0 + i))
+        g = rng.normal(1, 0.05)
+        for s in range([0, 1, 2, 3, 4, 5, 6, 7, 40][i % 9]):
+            if i % 5 == 0:
+                f = round(g * 10, 1)                                     # all tied: MAD 0
+            elif i % 5 == 1:
+                f = round(g * 10 + rng.normal(0, 0.2), 1)                # some ties
+            else:
+                f = g * 10 * (1 + rng.normal(0, 0.02)) * (3 if rng.random() < 0.1 else 1)      # outliers
+            rows.append((f"s{s:03d}", img, f, abs(rng.normal(0.1, 0.02)), int(rng.random() < 0.05)))
+    con = duckdb.connect()
+    con.execute("CREATE TABLE measurements (source_id VARCHAR, image_id VARCHAR, peak_jyb DOUBLE, "
+                "peak_err_jyb DOUBLE, flags INTEGER)")
+    con.executemany("INSERT INTO measurements VALUES (?, ?, ?, ?, ?)", rows)
+    con.execute("CREATE TABLE images (image_id VARCHAR, ingest_id VARCHAR, night VARCHAR, mjd DOUBLE)")
+    con.executemany("INSERT INTO images VALUES (?, ?, ?, ?)", images)
+    con.execute("CREATE TABLE reference_baselines_current AS SELECT 's' || lpad(CAST(i AS VARCHAR), 3, '0') "
+                "AS source_id, 10.0 AS baseline_jyb, i % 13 <> 5 AS is_reference FROM range(40) t(i)")
+    con.execute(next(v.text for v in view_files() if v.name == "image_gains"))
+    got = {r["image_id"]: r for r in pl.from_arrow(con.sql("SELECT * FROM image_gains").to_arrow_table()).to_dicts()}
+    m = pl.DataFrame(rows, schema=["source_id", "image_id", "f", "e", "flags"], orient="row")
+    m = m.filter((pl.col("flags") == 0) & (pl.col("source_id").str.slice(1).cast(pl.Int64) % 13 != 5))
+    by_image = {k[0]: g for k, g in m.group_by("image_id")}
+    assert len(got) == 300
+    for img, row in got.items():
+        if img not in by_image:
+            assert row["n_refs"] == 0 and row["gain"] is None and row["norm_flag"] == "too_few_refs"
+            continue
+        r, fe = by_image[img]["f"].to_numpy() / 10.0, by_image[img]["e"].to_numpy() / 10.0
+        med = np.median(r)
+        mad = np.median(np.abs(r - med))
+        keep = (mad == 0) | (np.abs(r - med) <= 3.0 * 1.4826 * mad)
+        k = np.sort(r[keep])
+        n, lo = k.size, (k.size - 1) // 2
+        assert row["n_refs"] == n and row["clip_med"] == pytest.approx(med) and row["clip_mad"] == pytest.approx(mad)
+        assert row["loo_m2"] == pytest.approx(k[lo])
+        assert row["loo_m1"] == (pytest.approx(k[lo - 1]) if lo >= 1 else None)
+        assert row["loo_m3"] == (pytest.approx(k[lo + 1]) if lo + 1 < n else None)
+        if n >= 4:
+            gain = np.median(k)
+            err = 1.2533 * max(1.4826 * np.median(np.abs(k - gain)), np.median(fe[keep])) / np.sqrt(n)
+            assert row["norm_ok"] and row["gain"] == pytest.approx(gain) and row["gain_err"] == pytest.approx(err)
+        else:
+            assert not row["norm_ok"] and row["gain"] is None
