@@ -7,6 +7,7 @@ from fastapi-offline): nothing loads from the network. Requests whose Host heade
 """
 from __future__ import annotations
 
+import json
 import math
 from functools import lru_cache
 from importlib import resources
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from eselake import __version__
 from eselake.errors import EselakeError
 from eselake.lake import Lake
-from eselake.output import EXTENSIONS, MEDIA_TYPES, _json_ready, frame_bytes, json_value, with_iso_dates
+from eselake.output import EXTENSIONS, MEDIA_TYPES, _json_ready, frame_bytes, json_frame, json_value, with_iso_dates
 
 Preset = Literal["conservative", "moderate", "sensitive"]
 Status = Literal["active", "investigated", "dismissed"]
@@ -337,7 +338,7 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
         from eselake.source import Source
         src = Source(source_id, lake)
         try:
-            _ = src.measurements
+            src.check_known()
         except EselakeError as exc:
             raise HTTPException(404, str(exc)) from exc
         return src
@@ -449,10 +450,12 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
 
     @app.get("/api/v1/sources/{source_id:path}/lightcurve", response_model=Lightcurve, tags=["sources"],
              summary="All measurements of a source (with ISO dates and normalisation)")
-    def lightcurve(source_id: str) -> dict:
+    def lightcurve(source_id: str) -> Response:
         src = source_or_404(source_id)
-        m = with_iso_dates(src.measurements)
-        return {"source_id": source_id, "n": m.height, "measurements": _rows(m)}
+        m = json_frame(with_iso_dates(src.measurements))
+        # serialised by polars (10k measurements: ~10 ms; dicts through the response model: ~200 ms)
+        return Response(f'{{"source_id": {json.dumps(source_id)}, "n": {m.height}, "measurements": {m.write_json()}}}',
+                        media_type="application/json")
 
     @app.get("/api/v1/sources/{source_id:path}/variability", response_model=Variability, tags=["sources"],
              summary="Variability statistics and ESE scores")

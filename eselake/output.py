@@ -158,15 +158,24 @@ def rich_table(df: pl.DataFrame, *, title: str | None = None, max_rows: int = 20
 
 
 # ---------------------------------------------------------------------------------------------- files
+def json_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with JSON-ready columns, column by column: non-finite floats null, values JSON has no type for
+    (dates, times, decimals) as their text."""
+    plain = (pl.Utf8, pl.Boolean, pl.Null)
+    cols = []
+    for name, dtype in df.schema.items():
+        c = pl.col(name)
+        if dtype.is_float():
+            cols.append(pl.when(c.is_finite()).then(c).alias(name))
+        elif dtype.is_integer() or dtype in plain or isinstance(dtype, (pl.List, pl.Array, pl.Struct)):
+            cols.append(c)
+        else:
+            cols.append(c.cast(pl.Utf8).alias(name))
+    return df.select(cols)
+
+
 def _json_ready(df: pl.DataFrame) -> list[dict]:
-    rows = df.to_dicts()
-    for r in rows:
-        for k, v in r.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                r[k] = None
-            elif not isinstance(v, (str, int, float, bool, type(None), list, dict)):
-                r[k] = str(v)
-    return rows
+    return json_frame(df).to_dicts()
 
 
 def json_value(v: Any) -> Any:

@@ -32,6 +32,13 @@ class Source:
             raise EselakeError(f"no measurements of source {self.source_id!r} in {self.lake.path}")
         return df
 
+    def check_known(self) -> None:
+        """Raise EselakeError for a source the lake has no measurement of (cheap: its statistics row first,
+        the measurements only for a source without one)."""
+        if "measurements" not in self.__dict__ and not self.lake.sql(
+                "SELECT 1 AS k FROM variability_stats WHERE source_id = ? LIMIT 1", [self.source_id]).height:
+            _ = self.measurements
+
     def refresh(self) -> "Source":
         """Forget cached results (the lake is queried afresh next time)."""
         self.__dict__.pop("measurements", None)
@@ -62,7 +69,7 @@ class Source:
         """This source's row of the default ESE detection (``detect_ese_candidates``), or None when it is
         not a candidate."""
         from eselake.faces import default_candidates
-        _ = self.measurements
+        self.check_known()
         df = default_candidates(self.lake).filter(pl.col("source_id") == self.source_id)
         return df.to_dicts()[0] if df.height else None
 
