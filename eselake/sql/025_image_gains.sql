@@ -13,9 +13,8 @@
 --   make it 0).
 --   norm_ok is false (and gain NULL) when fewer than 4 references remain (leave-one-out keeps >= 3): such
 --   images are flagged ('too_few_refs'), never silently passed as normalised.
---   Computed from each image's references sorted by ratio, once: the medians, the clipping and the three
---   middle kept ratios are positions in that list (one aggregation instead of a median per step and a join
---   back to the measurements for each).
+--   Computed from a list of each image's references, gathered once (one aggregation; the medians, the
+--   clipping and the middle kept ratios are list functions, with no join back to the measurements).
 CREATE OR REPLACE VIEW image_gains AS
 WITH r AS (
     SELECT m.image_id, CAST(m.peak_jyb AS DOUBLE) / b.baseline_jyb AS ratio,
@@ -24,8 +23,8 @@ WITH r AS (
     WHERE b.is_reference AND (m.flags & 15) = 0 AND isfinite(m.peak_jyb)
 ),
 l AS (
-    -- per image: its references' (ratio, frac_err), by ratio
-    SELECT image_id, list_sort(list({'r': ratio, 'e': frac_err})) AS l FROM r GROUP BY image_id
+    -- per image: its references' (ratio, frac_err)
+    SELECT image_id, list({'r': ratio, 'e': frac_err}) AS l FROM r GROUP BY image_id
 ),
 med AS (
     SELECT image_id, l, list_aggregate(list_transform(l, lambda x: x.r), 'median') AS med FROM l
@@ -42,11 +41,19 @@ q AS (
            list_aggregate(list_transform(k, lambda x: x.e), 'median') AS med_frac_err
     FROM kept
 ),
-g AS (
-    -- the three middle kept ratios a_lo, a_lo+1, a_lo+2 (lo = (n - 1) // 2; a_0 = NULL), ties included
-    SELECT image_id, med, mad, kr, n_refs, med_frac_err, list_aggregate(kr, 'median') AS gain,
-           kr[(n_refs - 1) // 2] AS m1, kr[(n_refs - 1) // 2 + 1] AS m2, kr[(n_refs - 1) // 2 + 2] AS m3
+q2 AS (
+    SELECT *, list_aggregate(kr, 'median') AS gain,
+           list_aggregate(kr, 'quantile_disc', 0.5) AS m2          -- the kept ratio of rank (n - 1) // 2 + 1
     FROM q
+),
+g AS (
+    -- the three middle kept ratios a_lo, a_lo+1 = m2, a_lo+2 (lo = (n - 1) // 2; a_0 = NULL), ties included
+    SELECT image_id, med, mad, kr, n_refs, med_frac_err, gain, m2,
+           CASE WHEN len(list_filter(kr, lambda x: x < m2)) < (n_refs - 1) // 2 THEN m2
+                ELSE list_max(list_filter(kr, lambda x: x < m2)) END AS m1,
+           CASE WHEN len(list_filter(kr, lambda x: x <= m2)) >= (n_refs - 1) // 2 + 2 THEN m2
+                ELSE list_min(list_filter(kr, lambda x: x > m2)) END AS m3
+    FROM q2
 ),
 gerr AS (
     SELECT image_id, n_refs, gain, med, mad, m1, m2, m3,
