@@ -279,16 +279,10 @@ def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
     chunks = _night_chunks(snaps)
     split = _split_images(snaps)
     gains = []
-    for i, nights in enumerate(chunks):
+    for i, (g, daily) in enumerate(_parts_at_once(
+            lambda nights, con_settings: _gains_and_bins(snaps, refs, nights, split, con_settings), chunks)):
         say(f"full refresh: image gains and daily bins, part {i + 1}/{len(chunks)}")
-        # the part's nights and their images' other parts (see _with_partners); results of the part's own
-        con = _sub_connection(snaps, refs, _with_partners(snaps, nights, split))
-        try:
-            gains.append(_gains_once(con, nights))
-            daily = _fetch(con, "SELECT * FROM daily_lightcurves WHERE list_contains($d, day) ORDER BY source_id, day",
-                           {"d": days_of_nights(nights)})
-        finally:
-            con.close()
+        gains.append(g)
         # a daily table whose info says "partial" is not current (a killed full refresh is redone)
         _commit(lake, "daily_lightcurves", _with_month(daily),
                 _record(lake, snaps, "daily_lightcurves", **({"partial": True} if i < len(chunks) - 1 else {})),
@@ -299,12 +293,55 @@ def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
     return {"mode": "full", "images": n_images, "sources": sources, "seconds": time.perf_counter() - t0}
 
 
-CHUNK_BYTES = 160 << 20          # photometry files per part of a full refresh (~8M measurements)
+def _gains_and_bins(snaps, refs, nights: set[str], split, con_settings: dict) -> tuple[pa.Table, pa.Table]:
+    """The image gains and daily bins of a part's ``nights``, read with their images' other parts (see
+    _with_partners) and kept for the part's own nights."""
+    con = _sub_connection(snaps, refs, _with_partners(snaps, nights, split))
+    try:
+        for key, value in con_settings.items():
+            con.execute(f"SET {key} = '{value}'")
+        gains = _gains_once(con, nights)
+        daily = _fetch(con, "SELECT * FROM daily_lightcurves WHERE list_contains($d, day) ORDER BY source_id, day",
+                       {"d": days_of_nights(nights)})
+    finally:
+        con.close()
+    return gains, daily
+
+
+def _parts_at_once(work: Callable, parts: list):
+    """``work(part, con_settings)`` of every part, yielded in order, PARTS_AT_ONCE at a time on threads (DuckDB
+    runs without the GIL), each DuckDB with its share of the threads and of the memory limit: a part's
+    single-threaded stretches (a list per image, the fetch) overlap with another's scans."""
+    at_once = max(1, min(PARTS_AT_ONCE, len(parts), os.cpu_count() or 1))
+    if at_once == 1:
+        yield from (work(p, {}) for p in parts)
+        return
+    limit = memory_limit_bytes()
+    share = {"threads": max(1, (os.cpu_count() or 1) // at_once)}
+    if limit:
+        share["memory_limit"] = f"{limit // at_once}B"
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(at_once) as pool:
+        running: deque = deque()
+        for p in parts:
+            running.append(pool.submit(work, p, share))
+            if len(running) >= at_once:
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
+
+
+CHUNK_BYTES = 160 << 20          # photometry files of the parts computed together (~8M measurements)
+PARTS_AT_ONCE = 2                # parts of a full refresh computed at the same time (one DuckDB each)
 
 
 def _night_chunks(snaps) -> list[set[str]]:
-    """The lake's nights in time order, grouped so that each group's photometry files hold ~CHUNK_BYTES, whole
-    months together where they fit (the month-partitioned datasets then get one file per month)."""
+    """The lake's nights in time order, grouped so that each group's photometry files hold ~CHUNK_BYTES /
+    PARTS_AT_ONCE (the parts computed at once hold CHUNK_BYTES), whole months together where they fit (the
+    month-partitioned datasets then get one file per month)."""
+    part_bytes = max(1, CHUNK_BYTES // PARTS_AT_ONCE)
     size: dict[str, int] = {}
     for name in ("images", "photometry"):
         for f in snaps[name].files:
@@ -315,17 +352,17 @@ def _night_chunks(snaps) -> list[set[str]]:
     for night in sorted(size):
         months.setdefault(night[:7], []).append(night)
     chunks: list[set[str]] = []
-    acc = CHUNK_BYTES
+    acc = part_bytes
     for nights in months.values():
         month = sum(size[n] for n in nights)
-        if acc + month <= CHUNK_BYTES or (chunks and not chunks[-1]):
+        if acc + month <= part_bytes or (chunks and not chunks[-1]):
             chunks[-1] |= set(nights)
             acc += month
             continue
-        for night in nights if month > CHUNK_BYTES else [None]:      # a month larger than a part: by night
+        for night in nights if month > part_bytes else [None]:      # a month larger than a part: by night
             part = set(nights) if night is None else {night}
             grow = month if night is None else size[night]
-            if not chunks or acc + grow > CHUNK_BYTES:
+            if not chunks or acc + grow > part_bytes:
                 chunks.append(set())
                 acc = 0
             chunks[-1] |= part
