@@ -129,6 +129,36 @@ def test_full_refresh_rederives_reference_set(tmp_path):
     assert_frame_equal(refs, scratch, check_exact=False, rel_tol=1e-12, check_dtypes=False)
 
 
+def test_reference_set_of_a_large_survey_reads_only_its_nights(tmp_path, monkeypatch):
+    """Past 1000 images the reference set is derived from every k-th night (here every 2nd of 501): the full
+    refresh reads only those nights' photometry files and gets the view's answer over the whole lake."""
+    from eselake.lake import derived
+
+    sim = simulate_photometry(6, 1503, cadence_days=1 / 3, noise_jy=2e-3, frac_noise=0.02, gain_sigma=0.03, seed=3)
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images, sim.photometry)
+    opened = []
+    real = derived.open_connection
+
+    def spy(snaps, *a, **k):
+        opened.append((k.get("until"), len(snaps["photometry"].files)))
+        return real(snaps, *a, **k)
+    monkeypatch.setattr(derived, "open_connection", spy)
+    assert refresh(lake, full=True)["mode"] == "full"
+    n_files = len(lake.snapshots()["photometry"].files)
+    read = dict(opened)["source_baselines"]
+    assert 0.4 * n_files <= read <= 0.6 * n_files, (read, n_files)
+    con = lake.connect(derived=False)
+    try:
+        nights = fetch_arrow(con, "SELECT count(*) AS n FROM reference_nights").column("n")[0].as_py()
+        refs = pl.from_arrow(fetch_arrow(con, "SELECT * FROM reference_baselines_current")).sort("source_id")
+        scratch = pl.from_arrow(fetch_arrow(con, "SELECT * FROM source_baselines")).sort("source_id")
+    finally:
+        con.close()
+    assert nights == 251 and refs.height == 6 and 700 < refs["n_clean"].max() <= 251 * 3
+    assert_frame_equal(refs, scratch, check_exact=False, rel_tol=1e-12, check_dtypes=False)
+
+
 def test_constant_flux_keeps_zero_scatter_when_merged_across_days(tmp_path):
     """Daily central moments merged with Chan's formula: a source of constant flux (10-17 Jy, with 3 images a
     day ingested one at a time) keeps std = 0 in the kept statistics and in the view, where sums of squares

@@ -46,7 +46,7 @@ SERVED = ("image_gains", "daily_lightcurves", "source_stats", "ese_search", "ese
 NO_REFS = ("reference_baselines", "measurements_by_source")      # computed without the reference set
 # views each derived dataset depends on (their versions are recorded; a new view version makes it stale)
 VIEWS_OF = {
-    "reference_baselines": ("source_baselines",),
+    "reference_baselines": ("reference_nights", "source_baselines"),
     "image_gains": ("image_gains", "measurements"),
     "daily_lightcurves": ("daily_lightcurves", "lightcurve_points", "photometry", "image_gains"),
     "source_stats": ("variability_stats", "daily_lightcurves"),      # variability_stats merges the daily bins
@@ -266,7 +266,15 @@ def _gains_once(con, nights: set[str] | None = None) -> pa.Table:
 
 def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
     say("full refresh: reference set")
-    con = open_connection(snaps, {}, until="source_baselines")
+    split = _split_images(snaps)
+    con = open_connection(snaps, {}, until="reference_nights")
+    try:
+        nights = set(_fetch(con, "SELECT night FROM reference_nights").column("night").to_pylist())
+    finally:
+        con.close()
+    # the images of the reference nights, read from those nights' photometry files (and their partners')
+    sub = dict(snaps, photometry=_files_of_nights(snaps["photometry"], _with_partners(snaps, nights, split)))
+    con = open_connection(sub, {}, until="source_baselines")
     try:
         refs = _fetch(con, "SELECT * FROM source_baselines ORDER BY source_id")
     finally:
@@ -277,7 +285,6 @@ def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
     # image gains and daily bins depend only on their own nights (given the frozen references): computed a
     # chunk of nights at a time, so DuckDB's medians never hold more than a chunk (bounded memory at any size)
     chunks = _night_chunks(snaps)
-    split = _split_images(snaps)
     gains = []
     for i, (g, daily) in enumerate(_parts_at_once(
             lambda nights, con_settings: _gains_and_bins(snaps, refs, nights, split, con_settings), chunks)):

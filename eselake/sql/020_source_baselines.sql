@@ -1,9 +1,9 @@
 -- view: source_baselines
--- version: 4
+-- version: 5
 -- Per source: the robust baseline flux used by the ensemble normalisation, and whether the source may
--- serve as a reference. Only clean measurements count (flags edge|nan|blended|outside = 15 clear), of at most
--- 1000 images spread evenly in time (every k-th by MJD, k = ceil(images / 1000)): a median of up to 1000
--- measurements is as good a baseline as one of all, and the (full-refresh) cost stays bounded as the survey grows.
+-- serve as a reference. Only clean measurements count (flags edge|nan|blended|outside = 15 clear), of the images
+-- of reference_nights (about 1000 images, whole nights spread evenly in time): a median of ~1000 measurements is
+-- as good a baseline as one of all, and the (full-refresh) cost stays bounded as the survey grows.
 --   baseline_jyb     median raw peak flux over those clean measurements (n_clean of them)
 --   median_snr       median signal-to-noise (peak / error where a measurement has no snr, e.g. imported)
 --   compact          catalogue major axis unknown or < 30 arcsec (unresolved by DSA-110)
@@ -17,9 +17,7 @@
 --                    frac_scatter <= 2.5 * median_frac_err + 0.01
 CREATE OR REPLACE VIEW source_baselines AS
 WITH sampled AS (
-    SELECT image_id FROM (
-        SELECT image_id, row_number() OVER (ORDER BY mjd, image_id) - 1 AS r, count(*) OVER () AS n FROM images)
-    WHERE r % CAST(ceil(n / 1000.0) AS BIGINT) = 0
+    SELECT image_id FROM images SEMI JOIN reference_nights USING (night)
 ),
 clean AS MATERIALIZED (
     SELECT source_id, image_id, CAST(peak_jyb AS DOUBLE) AS f, CAST(peak_err_jyb AS DOUBLE) AS e,
