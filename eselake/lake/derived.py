@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Callable
 
@@ -327,9 +329,6 @@ def _parts_at_once(work: Callable, parts: list):
     share = {"threads": max(1, (os.cpu_count() or 1) // at_once)}
     if limit:
         share["memory_limit"] = f"{limit // at_once}B"
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(at_once) as pool:
         running: deque = deque()
         for p in parts:
@@ -581,15 +580,19 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool) 
             con.register("_touched", pa.table({"source_id": pa.array(sorted(touched), pa.string())}))
             con.execute("CREATE TEMP TABLE _bins AS SELECT d.* FROM daily_all d SEMI JOIN _touched t USING (source_id)")
             con.execute("CREATE VIEW daily_lightcurves AS SELECT * FROM _bins")
-        say(f"refresh: statistics of {'all' if touched is None else len(touched)} source(s)")
-        con.execute(_view_text("variability_stats"))         # the view's own definition, over the kept bins
-        stats = _fetch(con, "SELECT * FROM variability_stats ORDER BY source_id")
-        search = None
         search_fn = _search_function()
+        daily = None
         if search_fn is not None:
-            say("refresh: ESE search")
-            daily = _fetch(con, "SELECT source_id, day, mjd, flux_jy, err_jy, n_points FROM daily_lightcurves")
-            search = search_fn(pl.from_arrow(daily)).to_arrow()
+            daily = pl.from_arrow(_fetch(con, "SELECT source_id, day, mjd, flux_jy, err_jy, n_points "
+                                              "FROM daily_lightcurves"))
+        n = "all" if touched is None else len(touched)
+        say(f"refresh: statistics{' and ESE search' if daily is not None else ''} of {n} source(s)")
+        con.execute(_view_text("variability_stats"))         # the view's own definition, over the kept bins
+        # DuckDB computes the statistics (without the GIL) while the search runs in numpy
+        with ThreadPoolExecutor(1) as pool:
+            stats_done = pool.submit(_fetch, con, "SELECT * FROM variability_stats ORDER BY source_id")
+            search = search_fn(daily).to_arrow() if daily is not None else None
+            stats = stats_done.result()
     finally:
         con.close()
     say("refresh: committing statistics, search results and candidates")
