@@ -232,3 +232,11 @@ def test_output_columns_and_empty_input():
     assert empty.height == 0 and "lr" in empty.columns
     few = search_lightcurves(_daily(np.full((1, 5), 0.1), 0.001, missing=0.0))
     assert few["lr"][0] == 0 and few["sigma"][0] == 0 and not few["is_dip"][0]
+
+
+def test_ar1_filter_is_lfilter_bit_for_bit():
+    """The search's first-order recursive filter (no scipy.signal import at start-up) gives lfilter's numbers."""
+    x = np.random.default_rng(3).normal(size=(3, 7, 400))
+    for rho in (np.exp(-1 / 3), np.exp(-2 / 500), 0.5):
+        assert np.array_equal(noise.ar1_filter(x, rho), lfilter([1.0], [1.0, -rho], x, axis=-1))
+        assert np.array_equal(noise.ar1_filter(x[0, :, ::-1], rho), lfilter([1.0], [1.0, -rho], x[0, :, ::-1], axis=-1))

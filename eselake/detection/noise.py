@@ -15,7 +15,6 @@ sigmas (a cap on one night's contribution, a Huber-type robust likelihood).
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter
 
 SF_LAGS = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])           # days
 TAU_GRID = np.array([3.0, 7.0, 15.0, 30.0, 60.0, 120.0, 250.0, 500.0])        # days
@@ -126,6 +125,17 @@ def fit_drw(sd, ew, npairs, lags=SF_LAGS, min_pairs: int = 12, tau_min=None):
     return np.sqrt(k2), np.where(ok1, np.sqrt(s2_b), 0.0), tau_b
 
 
+def ar1_filter(x: np.ndarray, rho: float) -> np.ndarray:
+    """y_j = x_j + rho y_(j-1) along the last axis: scipy.signal.lfilter([1], [1, -rho], x) with the same
+    arithmetic, without importing scipy.signal (1.7 s at every process start, a refresh's included)."""
+    y = np.array(np.moveaxis(np.asarray(x, dtype=float), -1, 0), order="C")      # time first: rows contiguous
+    tmp = np.empty_like(y[0])
+    for j in range(1, y.shape[0]):
+        np.multiply(y[j - 1], rho, out=tmp)
+        np.add(y[j], tmp, out=y[j])
+    return np.moveaxis(y, 0, -1)
+
+
 def drw_apply(u: np.ndarray, tau_days: np.ndarray) -> np.ndarray:
     """K u for each row u of a daily grid, K_tt' = exp(-|t - t'| / tau), tau per row (values of TAU_GRID)."""
     out = np.empty_like(u, dtype=float)
@@ -133,8 +143,8 @@ def drw_apply(u: np.ndarray, tau_days: np.ndarray) -> np.ndarray:
         rows = tau_days == tau
         rho = np.exp(-1.0 / tau)
         x = u[rows]
-        fwd = lfilter([1.0], [1.0, -rho], x, axis=-1)
-        bwd = lfilter([1.0], [1.0, -rho], x[:, ::-1], axis=-1)[:, ::-1]
+        fwd = ar1_filter(x, rho)
+        bwd = ar1_filter(x[:, ::-1], rho)[:, ::-1]
         out[rows] = fwd + bwd - x
     return out
 

@@ -298,7 +298,6 @@ def _alternatives(ctx: _Ctx):
     Sums over t >= t0 of w r0 f, w f, w tau f and w f^2 for every start day t0 come from backward IIR filters
     (f = exp(-(t - t0) / tau_f)) and reversed cumulative sums (the step).
     """
-    from scipy.signal import lfilter
     w, r0, tau, present, base = ctx.w, ctx.r0, ctx.tau, ctx.present, ctx.base
     n, m = r0.shape
     x = np.stack([w * r0, w, w * tau])[:, :, ::-1]          # reversed in time
@@ -306,8 +305,8 @@ def _alternatives(ctx: _Ctx):
     best_flare = np.zeros(n)
     for tf in FLARE_TAUS:
         rho = np.exp(-1.0 / tf)
-        num, A, B = lfilter([1.0], [1.0, -rho], x, axis=-1)[:, :, ::-1]
-        C = lfilter([1.0], [1.0, -rho * rho], x[1], axis=-1)[:, ::-1]
+        num, A, B = noise.ar1_filter(x, rho)[:, :, ::-1]
+        C = noise.ar1_filter(x[1], rho * rho)[:, ::-1]
         den, _, _ = base.project(A, B, C)
         good = present & (den > MIN_PERP_FRAC * C) & (nights_after >= 3) & (num > 0)
         best_flare = np.maximum(best_flare, np.where(good, num * num / np.where(good, den, 1.0), 0.0).max(1))
