@@ -238,5 +238,5 @@ def test_ar1_filter_is_lfilter_bit_for_bit():
     """The search's first-order recursive filter (no scipy.signal import at start-up) gives lfilter's numbers."""
     x = np.random.default_rng(3).normal(size=(3, 7, 400))
     for rho in (np.exp(-1 / 3), np.exp(-2 / 500), 0.5):
-        assert np.array_equal(noise.ar1_filter(x, rho), lfilter([1.0], [1.0, -rho], x, axis=-1))
-        assert np.array_equal(noise.ar1_filter(x[0, :, ::-1], rho), lfilter([1.0], [1.0, -rho], x[0, :, ::-1], axis=-1))
+        assert np.array_equal(noise.ar1_loop(x, rho), lfilter([1.0], [1.0, -rho], x, axis=-1))
+        assert np.array_equal(noise.ar1_loop(x[0, :, ::-1], rho), lfilter([1.0], [1.0, -rho], x[0, :, ::-1], axis=-1))

@@ -14,6 +14,8 @@ sigmas (a cap on one night's contribution, a Huber-type robust likelihood).
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 SF_LAGS = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])           # days
@@ -126,8 +128,17 @@ def fit_drw(sd, ew, npairs, lags=SF_LAGS, min_pairs: int = 12, tau_min=None):
 
 
 def ar1_filter(x: np.ndarray, rho: float) -> np.ndarray:
-    """y_j = x_j + rho y_(j-1) along the last axis: scipy.signal.lfilter([1], [1, -rho], x) with the same
-    arithmetic, without importing scipy.signal (1.7 s at every process start, a refresh's included)."""
+    """y_j = x_j + rho y_(j-1) along the last axis, i.e. scipy.signal.lfilter([1], [1, -rho], x): lfilter itself
+    where scipy.signal is imported (see search.LFILTER_SOURCES), else the same arithmetic in a loop over days
+    (importing scipy.signal takes 1-1.7 s, more than the loop costs a search of a few thousand sources)."""
+    lfilter = getattr(sys.modules.get("scipy.signal"), "lfilter", None)
+    if lfilter is not None:
+        return lfilter([1.0], [1.0, -rho], x, axis=-1)
+    return ar1_loop(x, rho)
+
+
+def ar1_loop(x: np.ndarray, rho: float) -> np.ndarray:
+    """ar1_filter without scipy: lfilter's arithmetic, bit for bit."""
     y = np.array(np.moveaxis(np.asarray(x, dtype=float), -1, 0), order="C")      # time first: rows contiguous
     tmp = np.empty_like(y[0])
     for j in range(1, y.shape[0]):

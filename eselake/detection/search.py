@@ -43,6 +43,7 @@ REFINE_Z = 4.5          # refine the fit of sources whose coarse (white-noise) z
 MIN_CORE_NIGHTS = 3     # nights within the dip's half-depth width for a centre to count
 MIN_PERP_FRAC = 0.25    # the template must keep this fraction of its energy after removing baseline and slope
 DESPIKE_CAP = 4.0       # sigma
+LFILTER_SOURCES = 5000  # searches of more sources import scipy.signal for its IIR filter (see noise.ar1_filter)
 MIN_NIGHTS = 10         # sources with fewer observed nights are not searched (lr 0)
 MIN_DIP_NIGHTS = 3      # is_dip: nights within the dip width below the baseline by more than 1 sigma
 MIN_ROBUST = 0.5        # is_dip: z without the two most contributing nights / z
@@ -332,6 +333,8 @@ def search_lightcurves(daily, *, chunk_size: int = 500, workers: int = 2) -> pl.
     if prep is None:
         return pl.DataFrame(schema=_schema())
     ids, starts, counts, day, mjd, flux, err = prep
+    if len(ids) > LFILTER_SOURCES:
+        import scipy.signal  # noqa: F401 - noise.ar1_filter then runs lfilter (faster on many sources)
     span = day[starts + counts - 1] - day[starts]
     order = np.lexsort((ids, span))                   # similar spans together (less padding)
     chunks = [order[k:k + chunk_size] for k in range(0, len(order), chunk_size)]
