@@ -334,11 +334,13 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
                       {"name": "meta", "description": "server and lake"}])
     app.add_middleware(HostCheck, allowed=list(allowed_hosts or DEFAULT_HOSTS))
 
-    def source_or_404(source_id: str):
+    def source_or_404(source_id: str, *, measurements: bool = True):
+        """The source, its measurements loaded (most endpoints use them); ``measurements=False``: only checked
+        to exist, on its statistics row (Source.check_known)."""
         from eselake.source import Source
         src = Source(source_id, lake)
         try:
-            src.check_known()
+            _ = src.measurements if measurements else src.check_known()
         except EselakeError as exc:
             raise HTTPException(404, str(exc)) from exc
         return src
@@ -460,7 +462,7 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
     @app.get("/api/v1/sources/{source_id:path}/variability", response_model=Variability, tags=["sources"],
              summary="Variability statistics and ESE scores")
     def variability(source_id: str) -> dict:
-        src = source_or_404(source_id)
+        src = source_or_404(source_id, measurements=False)
         return {"source_id": source_id, "variability": _row(src.variability), "ese": _row(src.ese)}
 
     @app.get("/api/v1/sources/{source_id:path}/relative_lightcurve", response_model=RelativeLightcurve,
@@ -630,7 +632,7 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
     @app.get("/api/ese/candidates/{source_id:path}", response_model=CandidateDetail, tags=["candidates"],
              summary="One source's verdict under the default detection, its scores and review")
     def candidate(source_id: str) -> dict:
-        src = source_or_404(source_id)
+        src = source_or_404(source_id, measurements=False)
         try:
             flags = lake.sql("SELECT * FROM ese_preset_flags WHERE source_id = ?", [source_id])
             keys = [c for c in flags.columns if c.startswith("passes")]
@@ -650,7 +652,7 @@ def create_app(lake: Lake, *, writable: bool = False, allowed_hosts: list[str] |
     def post_review(source_id: str, body: ReviewIn) -> dict:
         if not writable:
             raise HTTPException(403, "this server is read-only; start it with `eselake serve --writable`")
-        source_or_404(source_id)
+        source_or_404(source_id, measurements=False)
         from eselake.detection import review
         review(lake, source_id, body.status, body.notes, body.reviewer or "web")
         return {"source_id": source_id, "status": body.status}
