@@ -316,3 +316,40 @@ def test_refresh_without_change_feed_is_full(tmp_path, monkeypatch):
     monkeypatch.setattr(derived, "_cdf_nights", lambda *a: None)
     assert refresh(lake)["mode"] == "full"
     assert_derived_equal_views(lake)
+
+
+def _assert_files_sorted_by_source(lake):
+    """Every file of the by-source copy holds its rows sorted by (source_id, mjd)."""
+    import pyarrow.parquet as pq
+
+    snap = lake.derived_snapshots()["measurements_by_source"]
+    assert snap.files
+    for f in snap.files:
+        t = pl.from_arrow(pq.read_table(f, columns=["source_id", "mjd"]))
+        assert t.equals(t.sort(["source_id", "mjd"])), f
+
+
+def test_lookup_copy_stays_sorted_by_source(tmp_path, monkeypatch):
+    """delta-rs's writer does not keep the order of many input batches: the by-source copy is written sorted
+    (one file per quarter) whether built whole, updated by a few rows, or by many (its quarters rewritten)."""
+    from eselake.lake import derived
+
+    sim = simulate_photometry(30, 80, cadence_days=3.0, noise_jy=2e-3, seed=11, id_prefix="NVSS J0000+00 ")
+    ids = sim.images.column("image_id")
+    lake = Lake(tmp_path / "lake")
+    monkeypatch.setattr(derived, "LOOKUP_ROWS_AT_ONCE", 100)
+    lake.commit_batch(sim.images.slice(0, 70), sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"),
+                                                                               ids.slice(0, 70))))
+    refresh(lake)
+    snap = lake.derived_snapshots()["measurements_by_source"]
+    assert len(snap.files) >= 2 and all("quarter=" in f for f in snap.files)
+    _assert_files_sorted_by_source(lake)
+    # a few new rows: one replace-where commit; then many (over LOOKUP_ROWS_AT_ONCE): their quarters rewritten
+    for sl in (slice(70, 71), slice(71, 80)):
+        rows = sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"), ids[sl]))
+        lake.commit_batch(sim.images[sl], rows)
+        assert refresh(lake)["mode"] == "incremental"
+        _assert_files_sorted_by_source(lake)
+        assert_derived_equal_views(lake)
+    quarters = [f.split("quarter=")[1].split("/")[0] for f in lake.derived_snapshots()["measurements_by_source"].files]
+    assert len(quarters) == len(set(quarters))         # the rewritten quarters hold one file each

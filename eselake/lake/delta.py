@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 from urllib.parse import unquote
+from uuid import uuid4
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
@@ -188,6 +189,107 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
                                 f"({_reason(exc)})") from exc
             raise LakeError(f"writing table {name} of {root} failed: {_reason(exc)}") from exc
     raise AssertionError("unreachable")
+
+
+def new_file(root: Path, name: str, partition: dict[str, str]) -> tuple[str, Path]:
+    """A fresh data file name inside table ``name`` (relative path for the log, absolute path to write)."""
+    rel = "".join(f"{k}={v}/" for k, v in partition.items()) + f"part-{uuid4()}.zstd.parquet"
+    path = table_path(root, name) / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return rel, path
+
+
+_STAT_KINDS = {("BYTE_ARRAY", "STRING"), ("INT32", "NONE"), ("INT64", "NONE"), ("DOUBLE", "NONE"), ("FLOAT", "NONE")}
+
+
+def write_file(path: Path, reader: pa.RecordBatchReader) -> pa.Schema:
+    """Stream ``reader`` into one parquet file in its order (zstd, ROW_GROUP_ROWS-row groups); returns the
+    file's schema (Delta's types)."""
+    import pyarrow.parquet as pq
+
+    schema = _delta_types(reader.schema)
+    try:
+        with pq.ParquetWriter(path, schema, compression="zstd") as out:
+            for batch in reader:
+                out.write_batch(batch.cast(schema), row_group_size=ROW_GROUP_ROWS)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return schema
+
+
+def _file_stats(path: Path) -> str:
+    """Delta statistics of a parquet file from its footer: row count, and min/max/null count of its string,
+    integer and finite float columns (the rest left out: Delta statistics may cover any subset)."""
+    import math
+
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
+    lo, hi, nulls = {}, {}, {}
+    for j in range(md.num_columns):
+        col = md.schema.column(j)
+        kind = (col.physical_type, col.logical_type.type)
+        if kind not in _STAT_KINDS:
+            continue
+        stats = [md.row_group(i).column(j).statistics for i in range(md.num_row_groups)]
+        if any(s is None for s in stats):
+            continue
+        if all(s.has_null_count for s in stats):
+            nulls[col.name] = sum(s.null_count for s in stats)
+        vals = [s for s in stats if s.has_min_max]
+        if vals:
+            a, b = min(s.min for s in vals), max(s.max for s in vals)
+            if isinstance(a, bytes) or (isinstance(a, float) and not (math.isfinite(a) and math.isfinite(b))):
+                continue
+            lo[col.name], hi[col.name] = a, b
+    return json.dumps({"numRecords": md.num_rows, "minValues": lo, "maxValues": hi, "nullCount": nulls})
+
+
+def _delta_types(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the types Delta knows: any time zone as UTC (DuckDB says Etc/UTC), strings as string."""
+    def fix(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_timestamp(t):
+            return pa.timestamp("us", tz="UTC" if t.tz else None)
+        if pa.types.is_large_string(t) or t == pa.string_view():
+            return pa.string()
+        return t
+    return pa.schema([f.with_type(fix(f.type)) for f in schema])
+
+
+def commit_files(root: Path, name: str, files: list[tuple[str, dict[str, str]]], schema: pa.Schema, *,
+                 partition_by: list[str], mode: str = "append", replace_partitions: list[str] | None = None,
+                 create: bool = False, operation: str = "write", info: dict | None = None) -> int:
+    """Commit parquet ``files`` already written inside the table folder (relative path, partition values) in
+    one transaction; returns the new version. The files keep the row order they were written in (delta-rs's
+    own writer does not keep the order of its input). ``replace_partitions``: values of the (single) partition
+    column whose files the commit replaces; ``create``: a new table (any older one's files and schema replaced)
+    first, in a commit of its own holding no rows. ``schema``: the table's, partition columns included."""
+    from deltalake.transaction import AddAction
+
+    path = table_path(root, name)
+    schema = _delta_types(schema)
+    meta = {"eselake.operation": operation, "eselake.time": datetime.now(timezone.utc).isoformat()}
+    if info:
+        meta["eselake.info"] = json.dumps(info, default=str)
+    try:
+        if create or not exists(Path(root), name):
+            DeltaTable.create(str(path), schema, partition_by=partition_by, mode="overwrite",
+                              commit_properties=CommitProperties(custom_metadata={"eselake.operation": operation}))
+        now = int(time.time() * 1000)
+        adds = [AddAction(rel, (path / rel).stat().st_size, part, now, True, _file_stats(path / rel))
+                for rel, part in files]
+        dt = DeltaTable(str(path))
+        filters = None
+        if replace_partitions is not None:
+            mode, filters = "overwrite", [(partition_by[0], "in", sorted(replace_partitions))]
+        dt.create_write_transaction(adds, mode, schema, partition_by=partition_by, partition_filters=filters,
+                                    commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=5))
+        return latest_version(root, name)
+    except CommitFailedError as exc:
+        raise LakeError(f"could not commit to table {name} of {root}: a concurrent commit conflicts") from exc
+    except (DeltaError, DeltaProtocolError, OSError, pa.ArrowException) as exc:
+        raise LakeError(f"writing table {name} of {root} failed: {_reason(exc)}") from exc
 
 
 DATA_PRESERVING = {"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"}

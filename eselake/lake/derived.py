@@ -39,7 +39,7 @@ from eselake.lake.layout import days_of_nights, months_of_days, quarter_of_night
 from eselake.offline import memory_limit_bytes
 
 BIN_RTOL = 1e-9                     # relative difference below which a recomputed daily bin is unchanged
-SORT_MEMORY = 0.6                   # of DuckDB's memory limit, for the sort of the by-source copy
+SORT_MEMORY = 0.6                   # of DuckDB's memory limit, for the sort of the by-source copy (its COPY buffers too)
 FULL_REFRESH_GROWTH = 0.25          # a full refresh when images grew by 25% since the reference set was derived
 DERIVED = ("reference_baselines", "image_gains", "daily_lightcurves", "source_stats", "ese_search",
            "ese_candidates", "measurements_by_source")
@@ -126,8 +126,8 @@ def _commit(lake, name: str, table, info: dict, *, predicate: str | None = None,
             full: bool = False, append: bool = False) -> None:
     part = PARTITION.get(name)
     root = lake.table_root(name)
-    # the by-source layout: one file per quarter (DuckDB pays per file and per row group, even when skipped:
-    # 7 files of ~100 row groups answer a 100M-row lookup in ~15 ms, 35 files of 16k-row groups in ~50 ms)
+    if isinstance(table, pa.Table):
+        table = table.combine_chunks()      # delta-rs keeps the row order of one batch, not of many
     how = dict(target_file_size=1 << 30) if name == "measurements_by_source" else {}
     if append:
         delta.commit(root, name, table, mode="append", partition_by=[part] if part else None,
@@ -428,11 +428,11 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
 
 def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
     """Bring measurements_by_source (the measurements view by quarter, sorted by source_id and MJD: one
-    source's lightcurve reads a row group or two per quarter) up to date: the nights whose
-    images or photometry changed since the versions it was made from are replaced; built whole (in parts) when
-    missing, made by another version of the view, or when the change data feed is gone. ``closed``: nights this
-    refresh already widened to their images' other parts (see _with_partners), reused when they cover the
-    changed nights."""
+    source's lightcurve reads a row group or two per quarter) up to date: the nights whose images or photometry
+    changed since the versions it was made from are replaced (their quarters rewritten whole when they hold more
+    than LOOKUP_ROWS_AT_ONCE rows); built whole, one sorted file per quarter, when missing, made by another
+    version of the view, or when the change data feed is gone. ``closed``: nights this refresh already widened
+    to their images' other parts (see _with_partners), reused when they cover the changed nights."""
     name = "measurements_by_source"
     dsnap = lake.derived_snapshots()[name]
     if not snaps["photometry"].files or _is_current(snaps, {name: dsnap}, name, lake.path):
@@ -442,51 +442,102 @@ def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
     if dsnap.version >= 0 and not info.get("partial") and info.get("views") == _wanted(snaps, {}, name)["views"] \
             and {"images", "photometry"} <= set(info.get("sources") or {}):
         nights = _changed_nights(lake, info)
-    if nights is None:                  # built a quarter at a time (DuckDB's sort spills): one file a quarter
-        quarters: dict[str, set[str]] = {}
-        for f in snaps["images"].files:
-            m = re.search(r"/night=([^/]+)/", f)
-            if m:
-                quarters.setdefault(quarter_of_night(m.group(1)), set()).add(m.group(1))
-        chunks = [quarters[q] for q in sorted(quarters)] or [set()]
-        split = _split_images(snaps)
-        for i, part in enumerate(chunks):
-            say(f"refresh: measurements by source, part {i + 1}/{len(chunks)}")
-            _copy_nights(lake, snaps, part, _record(lake, snaps, name, **({"partial": True} if i < len(chunks) - 1
-                                                                        else {})),
-                         read=_with_partners(snaps, part, split), full=i == 0, append=i > 0)
+    if nights is None:
+        say("refresh: measurements by source (every quarter)")
+        _write_quarters(lake, snaps, None, _record(lake, snaps, name), say)
         return True
     nights = set(closed) if nights and nights <= closed else _with_partners(snaps, nights)
     if nights:
         say(f"refresh: measurements by source, {len(nights)} night(s)")
     quarters = {quarter_of_night(n) for n in nights}
     pred = f"{delta.in_list('quarter', quarters)} AND {delta.in_list('night', nights)}" if nights else "false"
-    _copy_nights(lake, snaps, nights, _record(lake, snaps, name), predicate=pred)
+    con, where = _lookup_connection(snaps, nights, nights)       # nights already hold their images' other parts
+    try:
+        reader = con.sql(_lookup_query(where, quarter=True)).to_arrow_reader(64 * 1024)
+        batches, n = [], 0
+        for batch in reader:
+            batches.append(batch)
+            n += batch.num_rows
+            if n > LOOKUP_ROWS_AT_ONCE:
+                break
+        else:
+            # one chunk: delta-rs keeps the order of a single batch (not of many)
+            table = pa.Table.from_batches(batches, schema=reader.schema).combine_chunks()
+            _commit(lake, name, table, _record(lake, snaps, name), predicate=pred)
+            return True
+    finally:
+        con.close()
+    _write_quarters(lake, snaps, quarters, _record(lake, snaps, name), say)
     return True
 
 
-def _copy_nights(lake, snaps, nights: set[str], info: dict, *, read: set[str] | None = None, **how) -> None:
-    """Commit the measurements of the images of ``nights``, sorted by source and time, streamed (bounded
-    memory), read from the files of ``read`` (``nights`` and their images' other parts: see _with_partners;
-    ``nights`` when None)."""
+LOOKUP_ROWS_AT_ONCE = 2_000_000   # changed rows of the by-source copy written in one replace-where commit
+
+
+_QUARTER = "substr(night, 1, 4) || '-Q' || CAST((CAST(substr(night, 6, 2) AS INTEGER) + 2) // 3 AS VARCHAR)"
+
+
+def _lookup_query(where: str, quarter: bool = False) -> str:
+    """The by-source copy's rows (with their partition column ``quarter`` when written by delta-rs)."""
+    return f"SELECT *{', ' + _QUARTER + ' AS quarter' if quarter else ''} FROM measurements {where} " \
+           "ORDER BY source_id, mjd"
+
+
+def _lookup_connection(snaps, read: set[str] | None, keep: set[str] | None):
+    """A connection over the images and photometry of the nights ``read`` (all when None; see _with_partners
+    for why an image's other parts must be read too), and the WHERE clause keeping the nights ``keep``
+    (everything when None)."""
     sub = dict(snaps)
-    for table in ("images", "photometry"):
-        sub[table] = _files_of_nights(snaps[table], nights if read is None else read)
+    if read is not None:
+        for table in ("images", "photometry"):
+            sub[table] = _files_of_nights(snaps[table], read)
     con = open_connection(sub, {}, until="measurements")
     limit = memory_limit_bytes()
-    if limit:      # DuckDB's sort takes all it may while delta-rs writes: the two within the limit (4 GB at 100M)
+    if limit:
         con.execute(f"SET memory_limit = '{int(limit * SORT_MEMORY)}B'")
-    try:
-        if not (sub["photometry"].files and sub["images"].files):
-            where = "WHERE false"                                                           # empty replacement
-        else:
-            where = "" if read is None else f"WHERE {delta.in_list('night', nights)}"
-        quarter = "substr(night, 1, 4) || '-Q' || CAST((CAST(substr(night, 6, 2) AS INTEGER) + 2) // 3 AS VARCHAR)"
-        query = f"SELECT *, {quarter} AS quarter FROM measurements {where} ORDER BY source_id, mjd"
-        reader = con.sql(query).to_arrow_reader(64 * 1024)
-        _commit(lake, "measurements_by_source", reader, info, **how)
-    finally:
-        con.close()
+    if read is not None and not (sub["photometry"].files and sub["images"].files):
+        return con, "WHERE false"
+    return con, "" if keep is None else f"WHERE {delta.in_list('night', keep)}"
+
+
+def _write_quarters(lake, snaps, quarters: set[str] | None, info: dict, say) -> None:
+    """Write the by-source copy of ``quarters`` (every quarter when None), each into one file sorted by
+    source_id and MJD (written in DuckDB's order: delta-rs's writer would not keep it), then commit them in one
+    transaction replacing those quarters' files (the whole table when None)."""
+    name = "measurements_by_source"
+    by_quarter: dict[str, set[str]] = {}
+    for f in snaps["images"].files:
+        m = re.search(r"/night=([^/]+)/", f)
+        if m and (quarters is None or quarter_of_night(m.group(1)) in quarters):
+            by_quarter.setdefault(quarter_of_night(m.group(1)), set()).add(m.group(1))
+    root = lake.table_root(name)
+    split = _split_images(snaps)
+    files, schema = [], None
+    for i, q in enumerate(sorted(by_quarter)):
+        say(f"refresh: measurements by source, quarter {q} ({i + 1}/{len(by_quarter)})")
+        con, where = _lookup_connection(snaps, _with_partners(snaps, by_quarter[q], split), by_quarter[q])
+        try:
+            rel, path = delta.new_file(root, name, {"quarter": q})
+            schema = delta.write_file(path, con.sql(_lookup_query(where)).to_arrow_reader(64 * 1024))
+        finally:
+            con.close()
+        files.append((rel, {"quarter": q}))
+    if schema is None:                      # no images: an empty copy
+        con, _ = _lookup_connection(snaps, None, None)
+        try:
+            schema = con.sql(_lookup_query("WHERE false")).to_arrow_table().schema
+        finally:
+            con.close()
+    schema = schema.append(pa.field("quarter", pa.string()))
+    if quarters is None:
+        old = lake.derived_snapshots()[name]
+        same = old.table is not None and old.schema is not None and old.schema.names == schema.names and \
+            old.table.metadata().partition_columns == ["quarter"]
+        delta.commit_files(root, name, files, schema, partition_by=["quarter"], mode="overwrite",
+                           create=not same, operation="refresh full", info=info)
+    else:
+        delta.commit_files(root, name, files, schema, partition_by=["quarter"], replace_partitions=sorted(quarters),
+                           operation="refresh", info=info)
 
 
 def _cdf_nights(lake, table: str, since: int) -> set[str] | None:
