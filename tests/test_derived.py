@@ -346,10 +346,13 @@ def test_lookup_copy_stays_sorted_by_source(tmp_path, monkeypatch):
     _assert_files_sorted_by_source(lake)
     # a few new rows: one replace-where commit; then many (over LOOKUP_ROWS_AT_ONCE): their quarters rewritten
     for sl in (slice(70, 71), slice(71, 80)):
+        before = set(lake.derived_snapshots()["measurements_by_source"].files)
         rows = sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"), ids[sl]))
         lake.commit_batch(sim.images[sl], rows)
         assert refresh(lake)["mode"] == "incremental"
         _assert_files_sorted_by_source(lake)
         assert_derived_equal_views(lake)
+        if sl.stop == 71:      # a new image's rows land in a file of their own: no earlier file is rewritten
+            assert before < set(lake.derived_snapshots()["measurements_by_source"].files)
     quarters = [f.split("quarter=")[1].split("/")[0] for f in lake.derived_snapshots()["measurements_by_source"].files]
     assert len(quarters) == len(set(quarters))         # the rewritten quarters hold one file each

@@ -438,20 +438,24 @@ def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
     if not snaps["photometry"].files or _is_current(snaps, {name: dsnap}, name, lake.path):
         return False
     info = dsnap.info or {}
-    nights = None
+    changed = None
     if dsnap.version >= 0 and not info.get("partial") and info.get("views") == _wanted(snaps, {}, name)["views"] \
             and {"images", "photometry"} <= set(info.get("sources") or {}):
-        nights = _changed_nights(lake, info)
-    if nights is None:
+        changed = _changed_images(lake, info)
+    if changed is None:
         say("refresh: measurements by source (every quarter)")
         _write_quarters(lake, snaps, None, _record(lake, snaps, name), say)
         return True
+    nights, ids = changed
     nights = set(closed) if nights and nights <= closed else _with_partners(snaps, nights)
-    if nights:
-        say(f"refresh: measurements by source, {len(nights)} night(s)")
+    if ids:
+        say(f"refresh: measurements by source, {len(ids)} image(s)")
     quarters = {quarter_of_night(n) for n in nights}
-    pred = f"{delta.in_list('quarter', quarters)} AND {delta.in_list('night', nights)}" if nights else "false"
-    con, where = _lookup_connection(snaps, nights, nights)       # nights already hold their images' other parts
+    # by image: a new image's rows go to a new file, and the sorted files of earlier images (whose image_id
+    # statistics exclude it) are not rewritten
+    pred = f"{delta.in_list('quarter', quarters)} AND {delta.in_list('image_id', ids)}" if ids else "false"
+    con, _ = _lookup_connection(snaps, nights, None)       # nights already hold their images' other parts
+    where = f"WHERE {delta.in_list('image_id', ids)}" if ids else "WHERE false"
     try:
         reader = con.sql(_lookup_query(where, quarter=True)).to_arrow_reader(64 * 1024)
         batches, n = [], 0
@@ -540,20 +544,41 @@ def _write_quarters(lake, snaps, quarters: set[str] | None, info: dict, say) -> 
                            operation="refresh", info=info)
 
 
-def _cdf_nights(lake, table: str, since: int) -> set[str] | None:
-    """Nights with rows inserted or deleted in ``table`` after version ``since`` (Delta's change data feed),
-    or None when the feed cannot say (e.g. vacuumed)."""
+def _cdf_rows(lake, table: str, since: int) -> pa.Table | None:
+    """(night, image_id) of the rows inserted or deleted in ``table`` after version ``since`` (Delta's change
+    data feed), or None when the feed cannot say (e.g. vacuumed)."""
     dt = delta.open_table(lake.path, table)
     if dt is None:
         return None
     if since >= dt.version():
-        return set()
+        return pa.table({"night": pa.array([], pa.string()), "image_id": pa.array([], pa.string())})
     try:
-        reader = dt.load_cdf(starting_version=since + 1, columns=["night"])
-        tab = pa.table(reader.read_all() if hasattr(reader, "read_all") else reader)
+        reader = dt.load_cdf(starting_version=since + 1, columns=["night", "image_id"])
+        return pa.table(reader.read_all() if hasattr(reader, "read_all") else reader)
     except Exception:  # noqa: BLE001 - feed unavailable
         return None
-    return {n for n in tab.column("night").to_pylist() if n}
+
+
+def _cdf_nights(lake, table: str, since: int) -> set[str] | None:
+    """Nights with rows inserted or deleted in ``table`` after version ``since``; None when the feed cannot say."""
+    rows = _cdf_rows(lake, table, since)
+    return None if rows is None else {n for n in rows.column("night").unique().to_pylist() if n}
+
+
+def _changed_images(lake, info: dict | None) -> tuple[set[str], set[str]] | None:
+    """(nights, image ids) of the images or photometry rows that changed since the versions ``info`` recorded;
+    None where the change data feed cannot say."""
+    nights: set[str] = set()
+    ids: set[str] = set()
+    for table in ("images", "photometry"):
+        since = ((info or {}).get("sources") or {}).get(table)
+        if since is not None:
+            rows = _cdf_rows(lake, table, since)
+            if rows is None:
+                return None
+            nights |= {n for n in rows.column("night").unique().to_pylist() if n}
+            ids |= {i for i in rows.column("image_id").unique().to_pylist() if i}
+    return nights, ids
 
 
 def _in_step(dsnaps) -> bool:
