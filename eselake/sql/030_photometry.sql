@@ -1,5 +1,5 @@
 -- view: photometry
--- version: 4
+-- version: 5
 -- The seed's photometry table: every committed measurement with its image metadata and the ensemble
 -- normalisation of its image (image_gains):
 --   gain               the image's gain; for a reference source that served in it, the median of the other
@@ -31,6 +31,8 @@ k AS (
 )
 SELECT k.* EXCLUDE (gain_leave_one_out), k.gain_leave_one_out,
        CAST(k.peak_jyb AS DOUBLE) / k.gain AS normalized_flux_jy,
-       sqrt(pow(CAST(k.peak_err_jyb AS DOUBLE) / k.gain, 2)
-            + pow(CAST(k.peak_jyb AS DOUBLE) * k.gain_err / pow(k.gain, 2), 2)) AS normalized_err_jy
+       -- squares as products: pow() costs a third of a full refresh's daily binning (every measurement)
+       sqrt((CAST(k.peak_err_jyb AS DOUBLE) / k.gain) * (CAST(k.peak_err_jyb AS DOUBLE) / k.gain)
+            + (CAST(k.peak_jyb AS DOUBLE) * k.gain_err / (k.gain * k.gain))
+              * (CAST(k.peak_jyb AS DOUBLE) * k.gain_err / (k.gain * k.gain))) AS normalized_err_jy
 FROM k;
