@@ -1,5 +1,5 @@
 -- view: image_gains
--- version: 4
+-- version: 5
 -- Ensemble normalisation, one row per image: the gain correction shared by all sources of the image
 -- (calibration errors), measured on the reference sources of reference_baselines_current (frozen between
 -- full refreshes).
@@ -42,24 +42,27 @@ q AS (
     FROM kept
 ),
 q2 AS (
-    SELECT *, list_aggregate(kr, 'median') AS gain,
-           list_aggregate(kr, 'quantile_disc', 0.5) AS m2          -- the kept ratio of rank (n - 1) // 2 + 1
+    SELECT *, list_aggregate(kr, 'quantile_disc', 0.5) AS m2          -- the kept ratio of rank (n - 1) // 2 + 1
     FROM q
 ),
 g AS (
     -- the three middle kept ratios a_lo, a_lo+1 = m2, a_lo+2 (lo = (n - 1) // 2; a_0 = NULL), ties included
-    SELECT image_id, med, mad, kr, n_refs, med_frac_err, gain, m2,
+    SELECT image_id, med, mad, kr, n_refs, med_frac_err, m2,
            CASE WHEN len(list_filter(kr, lambda x: x < m2)) < (n_refs - 1) // 2 THEN m2
                 ELSE list_max(list_filter(kr, lambda x: x < m2)) END AS m1,
            CASE WHEN len(list_filter(kr, lambda x: x <= m2)) >= (n_refs - 1) // 2 + 2 THEN m2
                 ELSE list_min(list_filter(kr, lambda x: x > m2)) END AS m3
     FROM q2
 ),
+gm AS (
+    -- the median of the kept ratios from the middle ones (DuckDB's median of an even count is (m2 + m3) / 2)
+    SELECT *, CASE WHEN n_refs % 2 = 1 THEN m2 ELSE (m2 + m3) / 2 END AS gain FROM g
+),
 gerr AS (
     SELECT image_id, n_refs, gain, med, mad, m1, m2, m3,
            1.2533 * greatest(1.4826 * list_aggregate(list_transform(kr, lambda x: abs(x - gain)), 'median'),
                              med_frac_err) / sqrt(n_refs) AS gain_err
-    FROM g
+    FROM gm
 )
 SELECT i.image_id, i.ingest_id, i.night, i.mjd,
        coalesce(g.n_refs, 0) AS n_refs,
