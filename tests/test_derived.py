@@ -334,7 +334,7 @@ def test_lookup_copy_stays_sorted_by_source(tmp_path, monkeypatch):
     (one file per quarter) whether built whole, updated by a few rows, or by many (its quarters rewritten)."""
     from eselake.lake import derived
 
-    sim = simulate_photometry(30, 80, cadence_days=3.0, noise_jy=2e-3, seed=11, id_prefix="NVSS J0000+00 ")
+    sim = simulate_photometry(30, 81, cadence_days=3.0, noise_jy=2e-3, seed=11, id_prefix="NVSS J0000+00 ")
     ids = sim.images.column("image_id")
     lake = Lake(tmp_path / "lake")
     monkeypatch.setattr(derived, "LOOKUP_ROWS_AT_ONCE", 100)
@@ -356,3 +356,12 @@ def test_lookup_copy_stays_sorted_by_source(tmp_path, monkeypatch):
             assert before < set(lake.derived_snapshots()["measurements_by_source"].files)
     quarters = [f.split("quarter=")[1].split("/")[0] for f in lake.derived_snapshots()["measurements_by_source"].files]
     assert len(quarters) == len(set(quarters))         # the rewritten quarters hold one file each
+    # a small update, then compaction: the quarter's files merged into one sorted file, the copy still current
+    sl = slice(80, 81)
+    lake.commit_batch(sim.images[sl], sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"), ids[sl])))
+    refresh(lake)
+    n_files = len(lake.derived_snapshots()["measurements_by_source"].files)
+    assert maintain.compact(lake)["measurements_by_source"] == {"removed": 2, "added": 1}
+    assert len(lake.derived_snapshots()["measurements_by_source"].files) == n_files - 1
+    _assert_files_sorted_by_source(lake)
+    assert_derived_equal_views(lake)

@@ -544,6 +544,43 @@ def _write_quarters(lake, snaps, quarters: set[str] | None, info: dict, say) -> 
                            operation="refresh", info=info)
 
 
+def compact_lookup(lake, quarters: list[str]) -> dict:
+    """Merge each of ``quarters``' files of measurements_by_source into one file sorted by source_id and MJD,
+    read from those files (not recomputed) and committed with the copy's own record, so it stays exactly as
+    current as it was. Under the refresh lock: the only writer of derived datasets is a refresh."""
+    from eselake.lake.connect import files_view, new_connection
+
+    name = "measurements_by_source"
+    root = lake.table_root(name)
+    with lake.lock("refresh"):
+        snap = lake.derived_snapshots()[name]
+        files, done, removed, schema = [], [], 0, None
+        for q in sorted(quarters):
+            old = [f for f in snap.files if f"/quarter={q}/" in f]
+            if len(old) < 2:
+                continue
+            con = new_connection()
+            limit = memory_limit_bytes()
+            if limit:
+                con.execute(f"SET memory_limit = '{int(limit * SORT_MEMORY)}B'")
+            try:
+                files_view(con, "lookup_part", "f_part", old)
+                rel, path = delta.new_file(root, name, {"quarter": q})
+                schema = delta.write_file(path, con.sql("SELECT * FROM lookup_part ORDER BY source_id, mjd")
+                                          .to_arrow_reader(64 * 1024))
+            finally:
+                con.close()
+            files.append((rel, {"quarter": q}))
+            done.append(q)
+            removed += len(old)
+        if not files:
+            return {}
+        delta.commit_files(root, name, files, schema.append(pa.field("quarter", pa.string())),
+                           partition_by=["quarter"], replace_partitions=done, operation="compaction",
+                           info=snap.info)
+    return {"removed": removed, "added": len(files)}
+
+
 def _cdf_rows(lake, table: str, since: int) -> pa.Table | None:
     """(night, image_id) of the rows inserted or deleted in ``table`` after version ``since`` (Delta's change
     data feed), or None when the feed cannot say (e.g. vacuumed)."""
