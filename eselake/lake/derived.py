@@ -39,7 +39,7 @@ from eselake.lake.layout import days_of_nights, months_of_days, quarter_of_night
 from eselake.offline import memory_limit_bytes
 
 BIN_RTOL = 1e-9                     # relative difference below which a recomputed daily bin is unchanged
-SORT_MEMORY = 0.6                   # of DuckDB's memory limit, for the sort of the by-source copy (its COPY buffers too)
+SORT_MEMORY = 0.6                   # of DuckDB's memory limit, for the sort of the by-source copy
 FULL_REFRESH_GROWTH = 0.25          # a full refresh when images grew by 25% since the reference set was derived
 DERIVED = ("reference_baselines", "image_gains", "daily_lightcurves", "source_stats", "ese_search",
            "ese_candidates", "measurements_by_source")
@@ -428,10 +428,10 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
 
 def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
     """Bring measurements_by_source (the measurements view by quarter, sorted by source_id and MJD: one
-    source's lightcurve reads a row group or two per quarter) up to date: the nights whose images or photometry
-    changed since the versions it was made from are replaced (their quarters rewritten whole when they hold more
-    than LOOKUP_ROWS_AT_ONCE rows); built whole, one sorted file per quarter, when missing, made by another
-    version of the view, or when the change data feed is gone. ``closed``: nights this refresh already widened
+    source's lightcurve reads a row group or two per quarter) up to date: the rows of the images whose images or
+    photometry rows changed since the versions it was made from are replaced (their quarters rewritten whole
+    when more than LOOKUP_ROWS_AT_ONCE rows changed); built whole, one sorted file per quarter, when missing,
+    made by another version of the view, or when the change data feed is gone. ``closed``: nights this refresh already widened
     to their images' other parts (see _with_partners), reused when they cover the changed nights."""
     name = "measurements_by_source"
     dsnap = lake.derived_snapshots()[name]
