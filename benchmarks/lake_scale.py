@@ -142,9 +142,12 @@ def main() -> None:
         return np.percentile(times, 50), np.percentile(times, 99)
     s50, s99 = per_source("SELECT * FROM variability_stats WHERE source_id = ?")
     print(f"  {'one source statistics p50 / p99':48s} {s50:9.3f} s  p99 {s99:.3f} s")
-    l50, l99 = per_source("SELECT mjd, peak_jyb, peak_err_jyb, normalized_flux_jy FROM photometry "
-                          "WHERE source_id = ? ORDER BY mjd")
-    print(f"  {'one lightcurve p50 / p99':48s} {l50:9.3f} s  p99 {l99:.3f} s")
+    lc = "SELECT mjd, peak_jyb, peak_err_jyb, normalized_flux_jy FROM photometry WHERE source_id = ? ORDER BY mjd"
+    # the first pass may read files the OS evicted from its cache; the second is what a busy server sees
+    c50, c99 = per_source(lc)
+    l50, l99 = per_source(lc)
+    print(f"  {'one lightcurve p50 / p99, first pass':48s} {c50:9.3f} s  p99 {c99:.3f} s")
+    print(f"  {'one lightcurve p50 / p99, same sources again':48s} {l50:9.3f} s  p99 {l99:.3f} s")
     click = None
     try:
         from fastapi.testclient import TestClient
@@ -174,7 +177,8 @@ def main() -> None:
     print(f"| new tile visible in candidates: {phot2.num_rows} sources | {tile_field:.2f} s | target < 5 s |")
     print(f"| candidate list | {clist:.3f} s | target < 0.5 s |")
     print(f"| one source's statistics p50 | {s50 * 1000:.0f} ms | target < 50 ms |")
-    print(f"| one lightcurve p50 / p99 | {l50 * 1000:.0f} / {l99 * 1000:.0f} ms | target p50 < 20 ms |")
+    print(f"| one lightcurve p50 / p99 | {l50 * 1000:.0f} / {l99 * 1000:.0f} ms (first pass {c50 * 1000:.0f} / "
+          f"{c99 * 1000:.0f} ms) | target p50 < 20 ms |")
     if click is not None:
         print(f"| API candidate click | {click * 1000:.0f} ms | target < 200 ms |")
     print(f"| peak RSS (this process: every step above, not the simulation) | {rss:.2f} GB | target < 4 GB |")
