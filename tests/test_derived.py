@@ -313,7 +313,7 @@ def test_refresh_without_change_feed_is_full(tmp_path, monkeypatch):
     rows = _rows(sim, im["image_id"])
     lake.commit_batch(pa.Table.from_pylist([im]), rows.set_column(
         rows.schema.get_field_index("peak_jyb"), "peak_jyb", pc.multiply(rows.column("peak_jyb"), 1.3)))
-    monkeypatch.setattr(derived, "_cdf_nights", lambda *a: None)
+    monkeypatch.setattr(derived, "_cdf_rows", lambda *a: None)
     assert refresh(lake)["mode"] == "full"
     assert_derived_equal_views(lake)
 

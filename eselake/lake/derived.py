@@ -596,12 +596,6 @@ def _cdf_rows(lake, table: str, since: int) -> pa.Table | None:
         return None
 
 
-def _cdf_nights(lake, table: str, since: int) -> set[str] | None:
-    """Nights with rows inserted or deleted in ``table`` after version ``since``; None when the feed cannot say."""
-    rows = _cdf_rows(lake, table, since)
-    return None if rows is None else {n for n in rows.column("night").unique().to_pylist() if n}
-
-
 def _changed_images(lake, info: dict | None) -> tuple[set[str], set[str]] | None:
     """(nights, image ids) of the images or photometry rows that changed since the versions ``info`` recorded;
     None where the change data feed cannot say."""
@@ -657,15 +651,8 @@ def _changed_nights(lake, info: dict | None) -> set[str] | None:
     """Nights whose images or photometry changed since the versions ``info`` recorded (Delta's change data
     feed: inserts and deletes of re-measured, new and removed images; compaction adds nothing); None where the
     feed cannot say (vacuumed past those versions)."""
-    out: set[str] = set()
-    for table in ("images", "photometry"):
-        since = ((info or {}).get("sources") or {}).get(table)
-        if since is not None:
-            got = _cdf_nights(lake, table, since)
-            if got is None:
-                return None
-            out |= got
-    return out
+    changed = _changed_images(lake, info)
+    return None if changed is None else changed[0]
 
 
 def _daily_connection(lake):
