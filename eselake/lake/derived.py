@@ -454,7 +454,7 @@ def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
     # by image: a new image's rows go to a new file, and the sorted files of earlier images (whose image_id
     # statistics exclude it) are not rewritten
     pred = f"{delta.in_list('quarter', quarters)} AND {delta.in_list('image_id', ids)}" if ids else "false"
-    con, _ = _lookup_connection(snaps, nights, None)       # nights already hold their images' other parts
+    con = _lookup_connection(snaps, nights)       # nights already hold their images' other parts
     where = f"WHERE {delta.in_list('image_id', ids)}" if ids else "WHERE false"
     try:
         reader = con.sql(_lookup_query(where, quarter=True)).to_arrow_reader(64 * 1024)
@@ -487,21 +487,22 @@ def _lookup_query(where: str, quarter: bool = False) -> str:
            "ORDER BY source_id, mjd"
 
 
-def _lookup_connection(snaps, read: set[str] | None, keep: set[str] | None):
+def _sort_memory(con):
+    """Give a connection that sorts the by-source copy SORT_MEMORY of DuckDB's memory limit; returns it."""
+    limit = memory_limit_bytes()
+    if limit:
+        con.execute(f"SET memory_limit = '{int(limit * SORT_MEMORY)}B'")
+    return con
+
+
+def _lookup_connection(snaps, read: set[str] | None):
     """A connection over the images and photometry of the nights ``read`` (all when None; see _with_partners
-    for why an image's other parts must be read too), and the WHERE clause keeping the nights ``keep``
-    (everything when None)."""
+    for why an image's other parts must be read too), up to the measurements view."""
     sub = dict(snaps)
     if read is not None:
         for table in ("images", "photometry"):
             sub[table] = _files_of_nights(snaps[table], read)
-    con = open_connection(sub, {}, until="measurements")
-    limit = memory_limit_bytes()
-    if limit:
-        con.execute(f"SET memory_limit = '{int(limit * SORT_MEMORY)}B'")
-    if read is not None and not (sub["photometry"].files and sub["images"].files):
-        return con, "WHERE false"
-    return con, "" if keep is None else f"WHERE {delta.in_list('night', keep)}"
+    return _sort_memory(open_connection(sub, {}, until="measurements"))
 
 
 def _write_quarters(lake, snaps, quarters: set[str] | None, info: dict, say) -> None:
@@ -519,7 +520,8 @@ def _write_quarters(lake, snaps, quarters: set[str] | None, info: dict, say) -> 
     files, schema = [], None
     for i, q in enumerate(sorted(by_quarter)):
         say(f"refresh: measurements by source, quarter {q} ({i + 1}/{len(by_quarter)})")
-        con, where = _lookup_connection(snaps, _with_partners(snaps, by_quarter[q], split), by_quarter[q])
+        con = _lookup_connection(snaps, _with_partners(snaps, by_quarter[q], split))
+        where = f"WHERE {delta.in_list('night', by_quarter[q])}"
         try:
             rel, path = delta.new_file(root, name, {"quarter": q})
             schema = delta.write_file(path, con.sql(_lookup_query(where)).to_arrow_reader(64 * 1024))
@@ -527,7 +529,7 @@ def _write_quarters(lake, snaps, quarters: set[str] | None, info: dict, say) -> 
             con.close()
         files.append((rel, {"quarter": q}))
     if schema is None:                      # no images: an empty copy
-        con, _ = _lookup_connection(snaps, None, None)
+        con = _lookup_connection(snaps, None)
         try:
             schema = con.sql(_lookup_query("WHERE false")).to_arrow_table().schema
         finally:
@@ -559,10 +561,7 @@ def compact_lookup(lake, quarters: list[str]) -> dict:
             old = [f for f in snap.files if f"/quarter={q}/" in f]
             if len(old) < 2:
                 continue
-            con = new_connection()
-            limit = memory_limit_bytes()
-            if limit:
-                con.execute(f"SET memory_limit = '{int(limit * SORT_MEMORY)}B'")
+            con = _sort_memory(new_connection())
             try:
                 files_view(con, "lookup_part", "f_part", old)
                 rel, path = delta.new_file(root, name, {"quarter": q})
