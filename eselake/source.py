@@ -27,7 +27,7 @@ class Source:
     def measurements(self) -> pl.DataFrame:
         """All measurements by time: mjd, peak_jyb, peak_err_jyb, normalized_flux_jy, normalized_err_jy, ..."""
         df = self.lake.sql(f"SELECT {LIGHTCURVE_COLUMNS} FROM photometry WHERE source_id = ? ORDER BY mjd",
-                           [self.source_id])
+                           [self.source_id], source_id=self.source_id)
         if df.height == 0:
             raise EselakeError(f"no measurements of source {self.source_id!r} in {self.lake.path}")
         return df

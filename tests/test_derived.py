@@ -318,50 +318,78 @@ def test_refresh_without_change_feed_is_full(tmp_path, monkeypatch):
     assert_derived_equal_views(lake)
 
 
-def _assert_files_sorted_by_source(lake):
-    """Every file of the by-source copy holds its rows sorted by (source_id, mjd)."""
+def _assert_files_sorted_by_source(lake, *, ranges: bool = True):
+    """Every file of the by-source copy holds its rows sorted by (source_id, mjd); with ``ranges`` the files of
+    each quarter hold disjoint ranges of sources (no source cut between two files)."""
     import pyarrow.parquet as pq
 
     snap = lake.derived_snapshots()["measurements_by_source"]
     assert snap.files
+    spans = []
     for f in snap.files:
         t = pl.from_arrow(pq.read_table(f, columns=["source_id", "mjd"]))
         assert t.equals(t.sort(["source_id", "mjd"])), f
+        spans.append((f.split("quarter=")[1].split("/")[0], t["source_id"][0], t["source_id"][-1]))
+    if ranges:
+        spans.sort()
+        for (q0, _, hi), (q1, lo, _) in zip(spans, spans[1:]):
+            assert q0 != q1 or hi < lo, (q0, hi, lo)
+
+
+def _assert_lookups_narrowed(lake, ids):
+    """A one-source read (Lake.sql's source_id) opens fewer files than the copy has and answers as the
+    whole copy does."""
+    q = "SELECT * FROM photometry WHERE source_id = ? ORDER BY mjd"
+    for sid in ids:
+        narrowed = lake.sql(q, [sid], source_id=sid)
+        files = lake._source_files(sid)
+        assert files is not None and len(files) < len(lake.derived_snapshots()["measurements_by_source"].files)
+        assert narrowed.height > 0 and narrowed.equals(lake.sql(q, [sid]))
 
 
 def test_lookup_copy_stays_sorted_by_source(tmp_path, monkeypatch):
     """delta-rs's writer does not keep the order of many input batches: the by-source copy is written sorted
-    (one file per quarter) whether built whole, updated by a few rows, or by many (its quarters rewritten)."""
+    (each quarter in files of source ranges) whether built whole, updated by a few rows, or by many (its
+    quarters rewritten), and compaction restores the ranges that incremental updates overlapped."""
     from eselake.lake import derived
 
     sim = simulate_photometry(30, 81, cadence_days=3.0, noise_jy=2e-3, seed=11, id_prefix="NVSS J0000+00 ")
     ids = sim.images.column("image_id")
+    sources = sorted(set(sim.photometry.column("source_id").to_pylist()))
     lake = Lake(tmp_path / "lake")
     monkeypatch.setattr(derived, "LOOKUP_ROWS_AT_ONCE", 100)
+    monkeypatch.setattr(derived, "LOOKUP_FILE_ROWS", 200)
     lake.commit_batch(sim.images.slice(0, 70), sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"),
                                                                                ids.slice(0, 70))))
     refresh(lake)
     snap = lake.derived_snapshots()["measurements_by_source"]
-    assert len(snap.files) >= 2 and all("quarter=" in f for f in snap.files)
+    quarters = {f.split("quarter=")[1].split("/")[0] for f in snap.files}
+    assert len(quarters) >= 2 and len(snap.files) >= 3 * len(quarters)      # quarters cut into source ranges
     _assert_files_sorted_by_source(lake)
+    _assert_lookups_narrowed(lake, [sources[0], sources[13], sources[-1]])
     # a few new rows: one replace-where commit; then many (over LOOKUP_ROWS_AT_ONCE): their quarters rewritten
     for sl in (slice(70, 71), slice(71, 80)):
         before = set(lake.derived_snapshots()["measurements_by_source"].files)
         rows = sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"), ids[sl]))
         lake.commit_batch(sim.images[sl], rows)
         assert refresh(lake)["mode"] == "incremental"
-        _assert_files_sorted_by_source(lake)
+        _assert_files_sorted_by_source(lake, ranges=sl.stop != 71)
         assert_derived_equal_views(lake)
         if sl.stop == 71:      # a new image's rows land in a file of their own: no earlier file is rewritten
             assert before < set(lake.derived_snapshots()["measurements_by_source"].files)
-    quarters = [f.split("quarter=")[1].split("/")[0] for f in lake.derived_snapshots()["measurements_by_source"].files]
-    assert len(quarters) == len(set(quarters))         # the rewritten quarters hold one file each
-    # a small update, then compaction: the quarter's files merged into one sorted file, the copy still current
+            _assert_lookups_narrowed(lake, [sources[5]])
+            assert derived._overlapping_quarters(lake.derived_snapshots()["measurements_by_source"])
+    assert not derived._overlapping_quarters(lake.derived_snapshots()["measurements_by_source"])
+    # a small update, then compaction: its quarter rewritten in source ranges, the copy still current
     sl = slice(80, 81)
     lake.commit_batch(sim.images[sl], sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"), ids[sl])))
     refresh(lake)
-    n_files = len(lake.derived_snapshots()["measurements_by_source"].files)
-    assert maintain.compact(lake)["measurements_by_source"] == {"removed": 2, "added": 1}
-    assert len(lake.derived_snapshots()["measurements_by_source"].files) == n_files - 1
+    snap = lake.derived_snapshots()["measurements_by_source"]
+    [q] = derived._overlapping_quarters(snap)
+    in_q = [f for f in snap.files if f"quarter={q}/" in f]
+    got = maintain.compact(lake)["measurements_by_source"]
+    assert got["removed"] == len(in_q) and got["added"] >= 2
+    assert not derived._overlapping_quarters(lake.derived_snapshots()["measurements_by_source"])
     _assert_files_sorted_by_source(lake)
     assert_derived_equal_views(lake)
+    _assert_lookups_narrowed(lake, sources[::7])

@@ -27,6 +27,7 @@ from eselake.errors import LakeError
 ATTEMPTS = 30                  # commits retried after a conflicting concurrent commit
 ROW_GROUP_ROWS = 64 * 1024     # small row groups: a single-source lookup reads little of a sorted file
 WRITER = WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
+PAGE_BYTES = 16 * 1024         # small pages in files written by write_files: a lookup skips the pages of other rows
 
 
 @dataclass(frozen=True)
@@ -137,10 +138,21 @@ def snapshot(dt: DeltaTable | None, name: str) -> Snapshot:
     return Snapshot(name, dt.version(), files, pa.schema(dt.schema().to_arrow()), ts, info, dt)
 
 
+_LISTED: dict[Path, tuple[int, int]] = {}     # log folder -> (its mtime in ns, newest version) when listed
+SETTLED_S = 2.0        # a log folder unchanged this long (s) gets a new mtime with its next commit
+
+
 def latest_version(root: Path, name: str) -> int:
-    """Newest committed version of a table from its log folder (cheap: one directory listing); -1 if none."""
+    """Newest committed version of a table from its log folder (cheap: one directory listing, none while
+    the folder keeps the modification time it had when listed, if it was then at least SETTLED_S old: file
+    systems with coarse timestamps give two changes within one tick the same time); -1 if none."""
     log = table_path(root, name) / "_delta_log"
     try:
+        mtime = log.stat().st_mtime_ns
+        seen = _LISTED.get(log)
+        if seen is not None and seen[0] == mtime:
+            return seen[1]
+        settled = time.time() - mtime / 1e9 >= SETTLED_S
         names = [p.name for p in log.iterdir()]
     except FileNotFoundError:
         return -1
@@ -149,6 +161,8 @@ def latest_version(root: Path, name: str) -> int:
         # only a checkpoint left after log cleanup: ask delta-rs
         dt = open_table(root, name)
         return dt.version() if dt is not None else -1
+    if settled:
+        _LISTED[log] = (mtime, max(versions))
     return max(versions)
 
 
@@ -202,20 +216,62 @@ def new_file(root: Path, name: str, partition: dict[str, str]) -> tuple[str, Pat
 _STAT_KINDS = {("BYTE_ARRAY", "STRING"), ("INT32", "NONE"), ("INT64", "NONE"), ("DOUBLE", "NONE"), ("FLOAT", "NONE")}
 
 
-def write_file(path: Path, reader: pa.RecordBatchReader) -> pa.Schema:
-    """Stream ``reader`` into one parquet file in its order (zstd, ROW_GROUP_ROWS-row groups); returns the
-    file's schema (Delta's types)."""
+def write_files(next_file, reader: pa.RecordBatchReader, *, max_rows: int | None = None,
+                cut_on: str | None = None) -> tuple[list[str], pa.Schema]:
+    """Stream ``reader`` into parquet files in its order (zstd, ROW_GROUP_ROWS-row groups of PAGE_BYTES
+    pages): a new file is begun
+    once a file holds ``max_rows`` rows, at the next change of column ``cut_on`` (by which ``reader`` is
+    sorted), so no value of it spans two files and each file's statistics bound a range of it. ``next_file()``
+    gives a new file's (relative name, path). Returns the relative names and the files' schema (Delta's types);
+    on error no file is left behind."""
     import pyarrow.parquet as pq
 
     schema = _delta_types(reader.schema)
+    names, paths, out, n, last = [], [], None, 0, None
     try:
-        with pq.ParquetWriter(path, schema, compression="zstd") as out:
-            for batch in reader:
-                out.write_batch(batch.cast(schema), row_group_size=ROW_GROUP_ROWS)
+        for batch in reader:
+            batch = batch.cast(schema)
+            while batch.num_rows:
+                if out is None:
+                    rel, path = next_file()
+                    names.append(rel)
+                    paths.append(path)
+                    out, n = pq.ParquetWriter(path, schema, compression="zstd", data_page_size=PAGE_BYTES), 0
+                cut = batch.num_rows
+                if max_rows and n + batch.num_rows >= max_rows:
+                    cut = _first_change(batch.column(cut_on), max(0, max_rows - n), last)
+                if cut:
+                    out.write_batch(batch.slice(0, cut), row_group_size=ROW_GROUP_ROWS)
+                    n += cut
+                    last = batch.column(cut_on)[cut - 1].as_py() if cut_on else None
+                if cut < batch.num_rows:
+                    out.close()
+                    out = None
+                batch = batch.slice(cut)
+        if out is not None:
+            out.close()
     except BaseException:
-        path.unlink(missing_ok=True)
+        if out is not None:
+            out.close()
+        for path in paths:
+            path.unlink(missing_ok=True)
         raise
-    return schema
+    return names, schema
+
+
+def _first_change(key: pa.Array, start: int, before) -> int:
+    """The first index >= ``start`` at which sorted ``key`` differs from the value before it (``before``: the
+    value preceding index 0); len(key) when none does."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if start == 0 and before is not None and len(key) and key[0].as_py() != before:
+        return 0
+    if len(key) < 2:
+        return len(key)
+    change = pc.indices_nonzero(pc.not_equal(key.slice(1), key.slice(0, len(key) - 1))).to_numpy() + 1
+    change = change[change >= start]
+    return int(change[0]) if len(change) else len(key)
 
 
 def _file_stats(path: Path) -> str:

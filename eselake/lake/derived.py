@@ -427,10 +427,10 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
 
 
 def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
-    """Bring measurements_by_source (the measurements view by quarter, sorted by source_id and MJD: one
-    source's lightcurve reads a row group or two per quarter) up to date: the rows of the images whose images or
-    photometry rows changed since the versions it was made from are replaced (their quarters rewritten whole
-    when more than LOOKUP_ROWS_AT_ONCE rows changed); built whole, one sorted file per quarter, when missing,
+    """Bring measurements_by_source (the measurements view by quarter, sorted by source_id and MJD, in files
+    of source ranges: one source's lightcurve reads a file per quarter) up to date: the rows of the images
+    whose images or photometry rows changed since the versions it was made from are replaced (their quarters
+    rewritten whole when more than LOOKUP_ROWS_AT_ONCE rows changed); built whole when missing,
     made by another version of the view, or when the change data feed is gone. ``closed``: nights this refresh already widened
     to their images' other parts (see _with_partners), reused when they cover the changed nights."""
     name = "measurements_by_source"
@@ -476,6 +476,7 @@ def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
 
 
 LOOKUP_ROWS_AT_ONCE = 2_000_000   # changed rows of the by-source copy written in one replace-where commit
+LOOKUP_FILE_ROWS = 1_000_000      # rows of a by-source file (a range of sources of one quarter)
 
 
 _QUARTER = "substr(night, 1, 4) || '-Q' || CAST((CAST(substr(night, 6, 2) AS INTEGER) + 2) // 3 AS VARCHAR)"
@@ -523,11 +524,10 @@ def _write_quarters(lake, snaps, quarters: set[str] | None, info: dict, say) -> 
         con = _lookup_connection(snaps, _with_partners(snaps, by_quarter[q], split))
         where = f"WHERE {delta.in_list('night', by_quarter[q])}"
         try:
-            rel, path = delta.new_file(root, name, {"quarter": q})
-            schema = delta.write_file(path, con.sql(_lookup_query(where)).to_arrow_reader(64 * 1024))
+            rels, schema = _write_lookup_files(root, q, con.sql(_lookup_query(where)))
         finally:
             con.close()
-        files.append((rel, {"quarter": q}))
+        files += [(rel, {"quarter": q}) for rel in rels]
     if schema is None:                      # no images: an empty copy
         con = _lookup_connection(snaps, None)
         try:
@@ -546,30 +546,37 @@ def _write_quarters(lake, snaps, quarters: set[str] | None, info: dict, say) -> 
                            operation="refresh", info=info)
 
 
-def compact_lookup(lake, quarters: list[str]) -> dict:
-    """Merge each of ``quarters``' files of measurements_by_source into one file sorted by source_id and MJD,
-    read from those files (not recomputed) and committed with the copy's own record, so it stays exactly as
-    current as it was. Under the refresh lock: the only writer of derived datasets is a refresh."""
+def _write_lookup_files(root, quarter: str, rel) -> tuple[list[str], pa.Schema]:
+    """Write a quarter's rows of the by-source copy, sorted by source_id and MJD, as files of about
+    LOOKUP_FILE_ROWS rows cut between sources: each file holds a range of sources (its Delta statistics say
+    which), so a one-source lookup opens one file per quarter (see Lake.sql's ``source_id``)."""
+    name = "measurements_by_source"
+    return delta.write_files(lambda: delta.new_file(root, name, {"quarter": quarter}),
+                             rel.to_arrow_reader(64 * 1024), max_rows=LOOKUP_FILE_ROWS, cut_on="source_id")
+
+
+def compact_lookup(lake) -> dict:
+    """Rewrite the quarters of measurements_by_source whose files overlap in source_id (the small files of
+    incremental updates span every source) as files of source ranges sorted by source_id and MJD, read from
+    those files (not recomputed) and committed with the copy's own record, so it stays exactly as current as it
+    was. Under the refresh lock: the only writer of derived datasets is a refresh."""
     from eselake.lake.connect import files_view, new_connection
 
     name = "measurements_by_source"
     root = lake.table_root(name)
     with lake.lock("refresh"):
         snap = lake.derived_snapshots()[name]
+        quarters = _overlapping_quarters(snap)
         files, done, removed, schema = [], [], 0, None
         for q in sorted(quarters):
             old = [f for f in snap.files if f"/quarter={q}/" in f]
-            if len(old) < 2:
-                continue
             con = _sort_memory(new_connection())
             try:
                 files_view(con, "lookup_part", "f_part", old)
-                rel, path = delta.new_file(root, name, {"quarter": q})
-                schema = delta.write_file(path, con.sql("SELECT * FROM lookup_part ORDER BY source_id, mjd")
-                                          .to_arrow_reader(64 * 1024))
+                rels, schema = _write_lookup_files(root, q, con.sql("SELECT * FROM lookup_part ORDER BY source_id, mjd"))
             finally:
                 con.close()
-            files.append((rel, {"quarter": q}))
+            files += [(rel, {"quarter": q}) for rel in rels]
             done.append(q)
             removed += len(old)
         if not files:
@@ -578,6 +585,20 @@ def compact_lookup(lake, quarters: list[str]) -> dict:
                            partition_by=["quarter"], replace_partitions=done, operation="compaction",
                            info=snap.info)
     return {"removed": removed, "added": len(files)}
+
+
+def _overlapping_quarters(snap: delta.Snapshot) -> list[str]:
+    """Quarters of the by-source copy holding files whose source_id ranges (Delta statistics) overlap."""
+    if snap.table is None or len(snap.files) < 2:
+        return []
+    acts = pa.table(snap.table.get_add_actions(flatten=True))
+    if "min.source_id" not in acts.column_names:
+        return sorted({str(q) for q in acts.column("partition.quarter").to_pylist()})
+    df = pl.from_arrow(acts.select(["partition.quarter", "min.source_id", "max.source_id"])).sort(
+        "partition.quarter", "min.source_id")
+    df = df.with_columns(pl.col("max.source_id").shift().over("partition.quarter").alias("prev"))
+    bad = df.filter(pl.col("min.source_id").is_null() | (pl.col("min.source_id") <= pl.col("prev")))
+    return sorted(set(bad["partition.quarter"].to_list()))
 
 
 def _cdf_rows(lake, table: str, since: int) -> pa.Table | None:

@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import unquote
 
 import duckdb
 import numpy as np
@@ -82,6 +83,9 @@ class Lake:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._synced: tuple | None = None
         self._shape: tuple | None = None
+        self._use: dict = {}                # derived datasets the connection reads
+        self._ranges: tuple | None = None   # (version, files, min, max source_id) of the by-source copy
+        self._narrowed = False              # the by-source copy's file list is one source's
         self._lock = threading.RLock()
         self.stale: list[str] = []          # derived datasets recomputed from their views in the last sync
 
@@ -216,14 +220,46 @@ class Lake:
                 self._con = None
             self._con = _connect.open_connection(snaps, use)
             self._shape = shape
-        self._synced = state
+        self._synced, self._use, self._narrowed = state, use, False
         return self._con
 
-    def _query(self, fn):
+    def _source_files(self, source_id: str) -> list[str] | None:
+        """The by-source copy's files that may hold ``source_id`` by their Delta statistics (the copy is cut
+        into ranges of sources), or None when a one-source read cannot be narrowed: the copy is not read, or
+        the image gains and reference baselines are not (computed from their views, they read every source)."""
+        snap = self._use.get("measurements_by_source")
+        if snap is None or not snap.files or not {"image_gains", "reference_baselines"} <= set(self._use):
+            return None
+        if self._ranges is None or self._ranges[0] != (snap.version, snap.files):
+            acts = pa.table(snap.table.get_add_actions(flatten=True))
+            folder = unquote(snap.table.table_uri.removeprefix("file://")).rstrip("/")
+            files = np.array([f"{folder}/{unquote(p)}" for p in acts.column("path").to_pylist()])
+            cols = set(acts.column_names)
+            lo = acts.column("min.source_id").fill_null("") if "min.source_id" in cols else None
+            hi = acts.column("max.source_id").fill_null("\U0010ffff") if "max.source_id" in cols else None
+            if lo is None or hi is None or set(files) != set(snap.files):
+                return None
+            self._ranges = ((snap.version, snap.files), files, np.array(lo.to_pylist()), np.array(hi.to_pylist()))
+        _, files, lo, hi = self._ranges
+        hit = files[(lo <= source_id) & (source_id <= hi)]
+        return hit.tolist() if len(hit) else files[:1].tolist()      # no file holds it: an empty answer
+
+    def _narrow(self, con, source_id: str | None) -> None:
+        """Point the by-source copy's view at the files that may hold ``source_id`` (None: at all of them)."""
+        files = self._source_files(source_id) if source_id is not None else None
+        if files is None and not self._narrowed:
+            return
+        files = files if files is not None else self._use["measurements_by_source"].files
+        con.execute("SET VARIABLE d_measurements_by_source = ?", [[_connect.glob_escape(f) for f in files]])
+        self._narrowed = source_id is not None
+
+    def _query(self, fn, source_id: str | None = None):
         with self._lock:
             for attempt in range(5):
                 try:
-                    return fn(self._sync())
+                    con = self._sync()
+                    self._narrow(con, source_id)
+                    return fn(con)
                 except duckdb.IOException as exc:
                     # a file of our snapshot was removed by vacuum under the query: take the newer snapshot
                     if attempt == 4:
@@ -231,13 +267,15 @@ class Lake:
                     self._synced = None
                     time.sleep(0.05 * (attempt + 1))
 
-    def sql(self, query: str, params: list | dict | None = None) -> pl.DataFrame:
-        """Run SQL against the eselake views; returns a polars DataFrame (parameters bound, never formatted)."""
-        return pl.from_arrow(self.arrow(query, params))
+    def sql(self, query: str, params: list | dict | None = None, *, source_id: str | None = None) -> pl.DataFrame:
+        """Run SQL against the eselake views; returns a polars DataFrame (parameters bound, never formatted).
+        ``source_id``: the query reads the measurements of that one source only (a lightcurve lookup): only
+        the by-source files that may hold it are read. Results for other sources would be missing."""
+        return pl.from_arrow(self.arrow(query, params, source_id=source_id))
 
-    def arrow(self, query: str, params: list | dict | None = None) -> pa.Table:
+    def arrow(self, query: str, params: list | dict | None = None, *, source_id: str | None = None) -> pa.Table:
         """Like ``sql`` but returns a pyarrow Table."""
-        return self._query(lambda con: fetch_arrow(con, query, params))
+        return self._query(lambda con: fetch_arrow(con, query, params), source_id)
 
     def close(self) -> None:
         with self._lock:

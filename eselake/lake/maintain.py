@@ -195,7 +195,7 @@ def fix(lake, findings: list[Finding], min_age_s: float = GRACE_S) -> list[str]:
 
 def compact(lake, *, target_mb: int = 256) -> dict[str, dict]:
     """Delta OPTIMIZE of every table: small files merged; photometry and the daily lightcurves Z-ordered by
-    source_id so one source's rows sit in few row groups; the by-source copy rewritten sorted, a file a quarter.
+    source_id so one source's rows sit in few row groups; the by-source copy's quarters rewritten sorted, in files of source ranges.
     A transaction like any other: concurrent commits are never lost (a conflict is retried on the newer
     snapshot). Returns per table files removed/added."""
     lake._writable()
@@ -204,16 +204,15 @@ def compact(lake, *, target_mb: int = 256) -> dict[str, dict]:
         dt = delta.open_table(root, name)
         if dt is None:
             continue
-        parts = _partitions_to_compact(dt)
-        if not parts:
-            continue
-
         if name == "measurements_by_source":      # rewritten sorted (delta-rs's writer may not keep the order)
             from eselake.lake.derived import compact_lookup
 
-            got = compact_lookup(lake, [p[1] for p in parts if p is not None])
+            got = compact_lookup(lake)
             if got:
                 done[name] = got
+            continue
+        parts = _partitions_to_compact(dt)
+        if not parts:
             continue
 
         def run(dt=dt, name=name, parts=parts):
