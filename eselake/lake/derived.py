@@ -322,7 +322,7 @@ def _parts_at_once(work: Callable, parts: list):
     runs without the GIL), each DuckDB with its share of the threads and of the memory limit: a part's
     single-threaded stretches (a list per image, the fetch) overlap with another's scans."""
     at_once = max(1, min(PARTS_AT_ONCE, len(parts), os.cpu_count() or 1))
-    if at_once == 1:
+    if len(parts) == 1:
         yield from (work(p, {}) for p in parts)
         return
     limit = memory_limit_bytes()
@@ -332,8 +332,9 @@ def _parts_at_once(work: Callable, parts: list):
     with ThreadPoolExecutor(at_once) as pool:
         running: deque = deque()
         for p in parts:
+            # one part more than the pool runs is queued, so the pool stays busy while the caller commits
             running.append(pool.submit(work, p, share))
-            if len(running) >= at_once:
+            if len(running) > at_once:
                 yield running.popleft().result()
         while running:
             yield running.popleft().result()
