@@ -91,13 +91,14 @@ class Source:
                        catalog_flux_mjy=row["flux_mjy"])
         else:
             flux = self.lake.sql("SELECT median(catalog_flux_mjy) AS f FROM measurements WHERE source_id = ?",
-                                 [self.source_id])["f"][0]
+                                 [self.source_id], source_id=self.source_id)["f"][0]
             out.update(ra_deg=m["ra_deg"].mean(), dec_deg=m["dec_deg"].mean(), catalog_flux_mjy=flux)
         freqs = m["freq_hz"].drop_nulls()
         freq = float(freqs.median()) if freqs.len() else None
         if freq is None:           # rows without their own frequency: the images'
             freq = self.lake.sql("SELECT median(freq_hz) AS f FROM images WHERE image_id IN "
-                                 "(SELECT image_id FROM photometry WHERE source_id = ?)", [self.source_id])["f"][0]
+                                 "(SELECT image_id FROM measurements WHERE source_id = ?)", [self.source_id],
+                                 source_id=self.source_id)["f"][0]
         out.update(freq_hz=freq, n_images=m.height,
                    first_mjd=float(m["mjd"].min()), last_mjd=float(m["mjd"].max()))
         return out

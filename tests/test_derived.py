@@ -340,11 +340,47 @@ def _assert_lookups_narrowed(lake, ids):
     """A one-source read (Lake.sql's source_id) opens fewer files than the copy has and answers as the
     whole copy does."""
     q = "SELECT * FROM photometry WHERE source_id = ? ORDER BY mjd"
+    n_sources = lake.sql("SELECT count(DISTINCT source_id) AS n FROM photometry")["n"][0]
     for sid in ids:
         narrowed = lake.sql(q, [sid], source_id=sid)
         files = lake._source_files(sid)
         assert files is not None and len(files) < len(lake.derived_snapshots()["measurements_by_source"].files)
         assert narrowed.height > 0 and narrowed.equals(lake.sql(q, [sid]))
+        lake.sql(q, [sid], source_id=sid)          # the next query without source_id reads every source again
+        assert lake.sql("SELECT count(DISTINCT source_id) AS n FROM photometry")["n"][0] == n_sources
+    assert lake.sql(q, ["NVSS J9999+99 none"], source_id="NVSS J9999+99 none").height == 0
+
+
+def test_write_files_cuts_between_sources(tmp_path):
+    """write_files starts a new file only where the sorted key changes, across batch boundaries, once a file
+    holds max_rows; input failing part-way leaves no file behind."""
+    import pyarrow.parquet as pq
+
+    from eselake.lake import delta
+
+    keys = ["a"] * 5 + ["b"] + ["c"] * 4 + ["d"] * 3
+    schema = pa.schema([("source_id", pa.string()), ("x", pa.int64())])
+    batches = [pa.record_batch([pa.array(keys[i:i + 2]), pa.array(range(i, min(i + 2, len(keys))))], schema=schema)
+               for i in range(0, len(keys), 2)]
+    counter = iter(range(100))
+
+    def next_file(folder=tmp_path / "ok"):
+        folder.mkdir(exist_ok=True)
+        k = next(counter)
+        return f"f{k}.parquet", folder / f"f{k}.parquet"
+    names, _ = delta.write_files(next_file, pa.RecordBatchReader.from_batches(schema, batches), max_rows=3,
+                                 cut_on="source_id")
+    files = [pq.read_table(tmp_path / "ok" / n) for n in names]
+    assert [sorted(set(t.column("source_id").to_pylist())) for t in files] == [["a"], ["b", "c"], ["d"]]
+    assert pa.concat_tables(files).column("x").to_pylist() == list(range(len(keys)))
+
+    def failing():
+        yield from batches[:4]
+        raise ValueError("input failed")
+    with pytest.raises(ValueError):
+        delta.write_files(lambda: next_file(tmp_path / "failed"), pa.RecordBatchReader.from_batches(schema, failing()),
+                          max_rows=3, cut_on="source_id")
+    assert list((tmp_path / "failed").iterdir()) == []
 
 
 def test_lookup_copy_stays_sorted_by_source(tmp_path, monkeypatch):

@@ -57,7 +57,8 @@ def review(lake: Lake, source_id: str, status: str, notes: str = "", reviewer: s
     """Record a review (status active/investigated/dismissed) of a source; appends, never rewrites."""
     if status not in REVIEW_STATUSES:
         raise EselakeError(f"unknown status {status!r}; choose one of {', '.join(REVIEW_STATUSES)}")
-    if lake.sql("SELECT count(*) AS n FROM measurements WHERE source_id = ?", [source_id])["n"][0] == 0:
+    if lake.sql("SELECT count(*) AS n FROM measurements WHERE source_id = ?", [source_id],
+                source_id=source_id)["n"][0] == 0:
         raise EselakeError(f"no measurements of source {source_id!r} in {lake.path}")
     import getpass
     lake.add_reviews([{"source_id": source_id, "status": status, "notes": notes,

@@ -138,21 +138,24 @@ def snapshot(dt: DeltaTable | None, name: str) -> Snapshot:
     return Snapshot(name, dt.version(), files, pa.schema(dt.schema().to_arrow()), ts, info, dt)
 
 
-_LISTED: dict[Path, tuple[int, int]] = {}     # log folder -> (its mtime in ns, newest version) when listed
+_LISTED: dict[Path, tuple[int, int, float]] = {}   # log folder -> (mtime in ns, newest version, when listed)
 SETTLED_S = 2.0        # a log folder unchanged this long (s) gets a new mtime with its next commit
+LISTED_S = 1.0         # a listing is reused this long (s) at most (file systems whose folder times do not move)
 
 
 def latest_version(root: Path, name: str) -> int:
-    """Newest committed version of a table from its log folder (cheap: one directory listing, none while
-    the folder keeps the modification time it had when listed, if it was then at least SETTLED_S old: file
-    systems with coarse timestamps give two changes within one tick the same time); -1 if none."""
+    """Newest committed version of a table from its log folder (cheap: one directory listing, reused for up
+    to LISTED_S while the folder keeps the modification time it had when listed, if it was then at least
+    SETTLED_S old: file systems with coarse timestamps give two changes within one tick the same time);
+    -1 if none."""
     log = table_path(root, name) / "_delta_log"
     try:
         mtime = log.stat().st_mtime_ns
         seen = _LISTED.get(log)
-        if seen is not None and seen[0] == mtime:
+        now = time.time()
+        if seen is not None and seen[0] == mtime and now - seen[2] < LISTED_S:
             return seen[1]
-        settled = time.time() - mtime / 1e9 >= SETTLED_S
+        settled = now - mtime / 1e9 >= SETTLED_S
         names = [p.name for p in log.iterdir()]
     except FileNotFoundError:
         return -1
@@ -162,7 +165,7 @@ def latest_version(root: Path, name: str) -> int:
         dt = open_table(root, name)
         return dt.version() if dt is not None else -1
     if settled:
-        _LISTED[log] = (mtime, max(versions))
+        _LISTED[log] = (mtime, max(versions), now)
     return max(versions)
 
 
@@ -192,6 +195,7 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
                             target_file_size=target_file_size,
                             configuration=configuration if new else None,
                             commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=5))
+            _LISTED.pop(table_path(root, name) / "_delta_log", None)      # this process committed: list again
             return latest_version(root, name)
         except CommitFailedError:
             if attempt == attempts - 1:
@@ -251,10 +255,12 @@ def write_files(next_file, reader: pa.RecordBatchReader, *, max_rows: int | None
         if out is not None:
             out.close()
     except BaseException:
-        if out is not None:
-            out.close()
-        for path in paths:
-            path.unlink(missing_ok=True)
+        try:
+            if out is not None:
+                out.close()
+        finally:
+            for path in paths:
+                path.unlink(missing_ok=True)
         raise
     return names, schema
 
@@ -341,6 +347,7 @@ def commit_files(root: Path, name: str, files: list[tuple[str, dict[str, str]]],
             mode, filters = "overwrite", [(partition_by[0], "in", sorted(replace_partitions))]
         dt.create_write_transaction(adds, mode, schema, partition_by=partition_by, partition_filters=filters,
                                     commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=5))
+        _LISTED.pop(table_path(root, name) / "_delta_log", None)      # this process committed: list again
         return latest_version(root, name)
     except CommitFailedError as exc:
         raise LakeError(f"could not commit to table {name} of {root}: a concurrent commit conflicts") from exc

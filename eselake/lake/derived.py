@@ -322,7 +322,7 @@ def _parts_at_once(work: Callable, parts: list):
     runs without the GIL), each DuckDB with its share of the threads and of the memory limit: a part's
     single-threaded stretches (a list per image, the fetch) overlap with another's scans."""
     at_once = max(1, min(PARTS_AT_ONCE, len(parts), os.cpu_count() or 1))
-    if len(parts) == 1:
+    if at_once == 1:
         yield from (work(p, {}) for p in parts)
         return
     limit = memory_limit_bytes()
@@ -331,13 +331,17 @@ def _parts_at_once(work: Callable, parts: list):
         share["memory_limit"] = f"{limit // at_once}B"
     with ThreadPoolExecutor(at_once) as pool:
         running: deque = deque()
-        for p in parts:
-            # one part more than the pool runs is queued, so the pool stays busy while the caller commits
-            running.append(pool.submit(work, p, share))
-            if len(running) > at_once:
+        try:
+            for p in parts:
+                # one part more than the pool runs is queued, so the pool stays busy while the caller commits
+                running.append(pool.submit(work, p, share))
+                if len(running) > at_once:
+                    yield running.popleft().result()
+            while running:
                 yield running.popleft().result()
-        while running:
-            yield running.popleft().result()
+        finally:                # the caller failed or stopped: parts not started are not computed
+            for f in running:
+                f.cancel()
 
 
 CHUNK_BYTES = 160 << 20          # photometry files of the parts computed together (~8M measurements)
@@ -565,6 +569,8 @@ def compact_lookup(lake) -> dict:
 
     name = "measurements_by_source"
     root = lake.table_root(name)
+    if not _overlapping_quarters(lake.derived_snapshots()[name]):
+        return {}                                   # nothing to do: no wait for a running refresh
     with lake.lock("refresh"):
         snap = lake.derived_snapshots()[name]
         quarters = _overlapping_quarters(snap)
@@ -589,16 +595,18 @@ def compact_lookup(lake) -> dict:
 
 
 def _overlapping_quarters(snap: delta.Snapshot) -> list[str]:
-    """Quarters of the by-source copy holding files whose source_id ranges (Delta statistics) overlap."""
-    if snap.table is None or len(snap.files) < 2:
+    """Quarters of the by-source copy to rewrite: holding files whose source_id ranges (Delta statistics)
+    overlap, or a file much larger than LOOKUP_FILE_ROWS (a copy written before it was cut into ranges)."""
+    if snap.table is None or not snap.files:
         return []
     acts = pa.table(snap.table.get_add_actions(flatten=True))
     if "min.source_id" not in acts.column_names:
         return sorted({str(q) for q in acts.column("partition.quarter").to_pylist()})
-    df = pl.from_arrow(acts.select(["partition.quarter", "min.source_id", "max.source_id"])).sort(
+    df = pl.from_arrow(acts.select(["partition.quarter", "num_records", "min.source_id", "max.source_id"])).sort(
         "partition.quarter", "min.source_id")
     df = df.with_columns(pl.col("max.source_id").shift().over("partition.quarter").alias("prev"))
-    bad = df.filter(pl.col("min.source_id").is_null() | (pl.col("min.source_id") <= pl.col("prev")))
+    bad = df.filter(pl.col("min.source_id").is_null() | (pl.col("min.source_id") <= pl.col("prev"))
+                    | (pl.col("num_records") > 1.5 * LOOKUP_FILE_ROWS))
     return sorted(set(bad["partition.quarter"].to_list()))
 
 

@@ -249,9 +249,11 @@ class Lake:
         files = self._source_files(source_id) if source_id is not None else None
         if files is None and not self._narrowed:
             return
-        files = files if files is not None else self._use["measurements_by_source"].files
+        narrowed = files is not None
+        files = files if narrowed else self._use["measurements_by_source"].files
+        self._narrowed = True           # until the list below is set (an interrupted SET leaves it unknown)
         con.execute("SET VARIABLE d_measurements_by_source = ?", [[_connect.glob_escape(f) for f in files]])
-        self._narrowed = source_id is not None
+        self._narrowed = narrowed
 
     def _query(self, fn, source_id: str | None = None):
         with self._lock:
