@@ -242,7 +242,7 @@ def lake_compact(lake: Lake, target_mb: int) -> None:
     if not done:
         console.print("nothing to compact")
     for name, d in done.items():
-        console.print(f"{name}: {d['removed']} file(s) merged into {d['added']}")
+        console.print(f"{name}: {d['removed']} file(s) rewritten as {d['added']}")
 
 
 @lake_group.command("vacuum")
