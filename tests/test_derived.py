@@ -251,7 +251,7 @@ def test_image_split_across_nights_by_a_killed_remeasurement(tmp_path, monkeypat
     """A re-measurement into another night killed between its photometry and images commits leaves the
     image's rows in one night and its images row in another (the measurements view joins them by image_id).
     Incremental refreshes of either night, a full refresh a night at a time and a rebuild of the by-source
-    copy a quarter at a time must still see the whole image."""
+    copy a year at a time must still see the whole image."""
     import shutil
 
     from eselake.lake import delta, derived
@@ -269,7 +269,7 @@ def test_image_split_across_nights_by_a_killed_remeasurement(tmp_path, monkeypat
             raise SystemExit("killed")
         return real(root, name, table, **kw)
     im = images[5]
-    moved = dict(im, mjd=im["mjd"] + 100.0)          # another night, month and quarter
+    moved = dict(im, mjd=im["mjd"] + 400.0)          # another night, month and year
     rows = _rows(sim, im["image_id"])
     rows = rows.set_column(rows.schema.get_field_index("mjd"), "mjd", pa.array([moved["mjd"]] * rows.num_rows))
     monkeypatch.setattr(delta, "commit", killed)
@@ -293,7 +293,7 @@ def test_image_split_across_nights_by_a_killed_remeasurement(tmp_path, monkeypat
         sim.photometry.schema.get_field_index("mjd"), "mjd", pa.array([im["mjd"] + 0.01] * 25)))
     assert refresh(lake)["mode"] == "incremental"
     assert_derived_equal_views(lake)
-    # a full refresh a night at a time, and the by-source copy rebuilt a quarter at a time
+    # a full refresh a night at a time, and the by-source copy rebuilt a year at a time
     monkeypatch.setattr(derived, "CHUNK_BYTES", 1)
     shutil.rmtree(lake.dataset_dir("measurements_by_source"))
     assert refresh(lake, full=True)["mode"] == "full"
@@ -320,7 +320,8 @@ def test_refresh_without_change_feed_is_full(tmp_path, monkeypatch):
 
 def _assert_files_sorted_by_source(lake, *, ranges: bool = True):
     """Every file of the by-source copy holds its rows sorted by (source_id, mjd); with ``ranges`` the files of
-    each quarter hold disjoint ranges of sources (no source cut between two files)."""
+    each partition (a year, or a year's recent rows) hold disjoint ranges of sources (no source cut between
+    two files)."""
     import pyarrow.parquet as pq
 
     snap = lake.derived_snapshots()["measurements_by_source"]
@@ -329,11 +330,15 @@ def _assert_files_sorted_by_source(lake, *, ranges: bool = True):
     for f in snap.files:
         t = pl.from_arrow(pq.read_table(f, columns=["source_id", "mjd"]))
         assert t.equals(t.sort(["source_id", "mjd"])), f
-        spans.append((f.split("quarter=")[1].split("/")[0], t["source_id"][0], t["source_id"][-1]))
+        spans.append((_part(f), t["source_id"][0], t["source_id"][-1]))
     if ranges:
         spans.sort()
         for (q0, _, hi), (q1, lo, _) in zip(spans, spans[1:]):
             assert q0 != q1 or hi < lo, (q0, hi, lo)
+
+
+def _part(path: str) -> str:
+    return path.split("year=")[1].split("/")[0]
 
 
 def _assert_lookups_narrowed(lake, ids):
@@ -385,47 +390,62 @@ def test_write_files_cuts_between_sources(tmp_path):
 
 def test_lookup_copy_stays_sorted_by_source(tmp_path, monkeypatch):
     """delta-rs's writer does not keep the order of many input batches: the by-source copy is written sorted
-    (each quarter in files of source ranges) whether built whole, updated by a few rows, or by many (its
-    quarters rewritten), and compaction restores the ranges that incremental updates overlapped."""
+    (each year in files of source ranges) whether built whole, updated by a few rows (into the year's recent
+    partition) or by many (the year rewritten), and compaction merges a year's recent files, or rewrites the
+    year once they hold RECENT_SHARE of it."""
     from eselake.lake import derived
 
-    sim = simulate_photometry(30, 81, cadence_days=3.0, noise_jy=2e-3, seed=11, id_prefix="NVSS J0000+00 ")
+    sim = simulate_photometry(30, 81, start_mjd=60200.0, cadence_days=6.0, noise_jy=2e-3, seed=11,
+                              id_prefix="NVSS J0000+00 ")
     ids = sim.images.column("image_id")
     sources = sorted(set(sim.photometry.column("source_id").to_pylist()))
     lake = Lake(tmp_path / "lake")
     monkeypatch.setattr(derived, "LOOKUP_ROWS_AT_ONCE", 100)
     monkeypatch.setattr(derived, "LOOKUP_FILE_ROWS", 200)
-    lake.commit_batch(sim.images.slice(0, 70), sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"),
-                                                                               ids.slice(0, 70))))
-    refresh(lake)
-    snap = lake.derived_snapshots()["measurements_by_source"]
-    quarters = {f.split("quarter=")[1].split("/")[0] for f in snap.files}
-    assert len(quarters) >= 2 and len(snap.files) >= 3 * len(quarters)      # quarters cut into source ranges
-    _assert_files_sorted_by_source(lake)
-    _assert_lookups_narrowed(lake, [sources[0], sources[13], sources[-1]])
-    # a few new rows: one replace-where commit; then many (over LOOKUP_ROWS_AT_ONCE): their quarters rewritten
-    for sl in (slice(70, 71), slice(71, 80)):
-        before = set(lake.derived_snapshots()["measurements_by_source"].files)
+
+    def land(sl):
         rows = sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"), ids[sl]))
         lake.commit_batch(sim.images[sl], rows)
-        assert refresh(lake)["mode"] == "incremental"
-        _assert_files_sorted_by_source(lake, ranges=sl.stop != 71)
-        assert_derived_equal_views(lake)
-        if sl.stop == 71:      # a new image's rows land in a file of their own: no earlier file is rewritten
-            assert before < set(lake.derived_snapshots()["measurements_by_source"].files)
-            _assert_lookups_narrowed(lake, [sources[5]])
-            assert derived._overlapping_quarters(lake.derived_snapshots()["measurements_by_source"])
-    assert not derived._overlapping_quarters(lake.derived_snapshots()["measurements_by_source"])
-    # a small update, then compaction: its quarter rewritten in source ranges, the copy still current
-    sl = slice(80, 81)
-    lake.commit_batch(sim.images[sl], sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"), ids[sl])))
+        res = refresh(lake)
+        return res, lake.derived_snapshots()["measurements_by_source"]
+    lake.commit_batch(sim.images.slice(0, 60), sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"),
+                                                                               ids.slice(0, 60))))
     refresh(lake)
     snap = lake.derived_snapshots()["measurements_by_source"]
-    [q] = derived._overlapping_quarters(snap)
-    in_q = [f for f in snap.files if f"quarter={q}/" in f]
+    years = {_part(f) for f in snap.files}
+    assert len(years) == 2 and len(snap.files) >= 3 * len(years)      # years cut into source ranges
+    _assert_files_sorted_by_source(lake)
+    _assert_lookups_narrowed(lake, [sources[0], sources[13], sources[-1]])
+    # two small updates: the new rows go to the last year's recent partition, earlier files untouched
+    last = max(years)
+    for sl in (slice(60, 61), slice(61, 62)):
+        before = set(lake.derived_snapshots()["measurements_by_source"].files)
+        res, snap = land(sl)
+        assert res["mode"] == "incremental" and before < set(snap.files)
+        assert {_part(f) for f in set(snap.files) - before} == {last + derived.RECENT}
+        _assert_files_sorted_by_source(lake, ranges=False)
+        assert_derived_equal_views(lake)
+    _assert_lookups_narrowed(lake, [sources[5]])
+    # the two recent files overlap: compaction merges them alone (the year's files are not rewritten)
+    assert derived._lookup_to_compact(snap) == {last: False}
+    kept = {f for f in snap.files if _part(f) == last}
     got = maintain.compact(lake)["measurements_by_source"]
-    assert got["removed"] == len(in_q) and got["added"] >= 2
-    assert not derived._overlapping_quarters(lake.derived_snapshots()["measurements_by_source"])
+    snap = lake.derived_snapshots()["measurements_by_source"]
+    assert got["removed"] == 2 and kept <= set(snap.files) and not derived._lookup_to_compact(snap)
+    _assert_files_sorted_by_source(lake)
+    assert_derived_equal_views(lake)
+    # many rows (over LOOKUP_ROWS_AT_ONCE): the year rewritten whole, its recent partition emptied
+    res, snap = land(slice(62, 72))
+    assert res["mode"] == "incremental" and not any(_part(f).endswith(derived.RECENT) for f in snap.files)
+    _assert_files_sorted_by_source(lake)
+    assert_derived_equal_views(lake)
+    # recent rows reaching RECENT_SHARE of their year: compaction rewrites the year whole
+    monkeypatch.setattr(derived, "RECENT_SHARE", 0.01)
+    res, snap = land(slice(72, 73))
+    assert derived._lookup_to_compact(snap) == {last: True}
+    maintain.compact(lake)
+    snap = lake.derived_snapshots()["measurements_by_source"]
+    assert not derived._lookup_to_compact(snap) and not any(_part(f).endswith(derived.RECENT) for f in snap.files)
     _assert_files_sorted_by_source(lake)
     assert_derived_equal_views(lake)
     _assert_lookups_narrowed(lake, sources[::7])

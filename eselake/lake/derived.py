@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from eselake.lake import delta
 from eselake.lake.connect import open_connection, view_versions
-from eselake.lake.layout import days_of_nights, months_of_days, quarter_of_night
+from eselake.lake.layout import days_of_nights, months_of_days
 from eselake.offline import memory_limit_bytes
 
 BIN_RTOL = 1e-9                     # relative difference below which a recomputed daily bin is unchanged
@@ -55,10 +55,12 @@ VIEWS_OF = {
     "ese_search": ("daily_lightcurves", "ese_search"),
     "ese_candidates": ("variability_stats", "ese_search", "ese_scores", "ese_presets", "ese_preset_flags",
                        "ese_candidates_all"),
-    "measurements_by_source": ("measurements",),    # by quarter and sorted by source, for lookups
+    "measurements_by_source": ("measurements",),    # by year and sorted by source, for lookups
 }
 # image_gains is small (a row per image) and read by every lookup: one file, rewritten whole
-PARTITION = {"daily_lightcurves": "month", "measurements_by_source": "quarter"}
+PARTITION = {"daily_lightcurves": "month", "measurements_by_source": "year"}
+LOOKUP_LAYOUT = 3       # layout of measurements_by_source (3: by year, in files of source ranges): a copy
+                        # of another layout is rebuilt
 
 
 
@@ -69,7 +71,10 @@ def _wanted(snaps: dict, dsnaps: dict, name: str) -> dict:
     src = {"images": snaps["images"].version, "photometry": snaps["photometry"].version}
     if name not in NO_REFS:
         src["reference_baselines"] = dsnaps["reference_baselines"].version
-    return {"sources": src, "views": {v: vv.get(v) for v in VIEWS_OF[name]}}
+    views = {v: vv.get(v) for v in VIEWS_OF[name]}
+    if name == "measurements_by_source":
+        views["layout"] = LOOKUP_LAYOUT
+    return {"sources": src, "views": views}
 
 
 def _is_current(snaps, dsnaps, name: str, root=None) -> bool:
@@ -432,12 +437,14 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
 
 
 def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
-    """Bring measurements_by_source (the measurements view by quarter, sorted by source_id and MJD, in files
-    of source ranges: one source's lightcurve reads a file per quarter) up to date: the rows of the images
-    whose images or photometry rows changed since the versions it was made from are replaced (their quarters
-    rewritten whole when more than LOOKUP_ROWS_AT_ONCE rows changed); built whole when missing,
-    made by another version of the view, or when the change data feed is gone. ``closed``: nights this refresh already widened
-    to their images' other parts (see _with_partners), reused when they cover the changed nights."""
+    """Bring measurements_by_source (the measurements view by year, sorted by source_id and MJD, in files of
+    source ranges: one source's lightcurve reads a file or two per year) up to date. The rows of the images
+    whose images or photometry rows changed since the versions it was made from are replaced: new rows go to
+    small files in the year's ``recent`` partition (earlier files are not rewritten); more than
+    LOOKUP_ROWS_AT_ONCE changed rows rewrite their years whole. Built whole when missing, made by another
+    version of the view or layout, or when the change data feed is gone. ``closed``: nights this refresh
+    already widened to their images' other parts (see _with_partners), reused when they cover the changed
+    nights."""
     name = "measurements_by_source"
     dsnap = lake.derived_snapshots()[name]
     if not snaps["photometry"].files or _is_current(snaps, {name: dsnap}, name, lake.path):
@@ -448,21 +455,23 @@ def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
             and {"images", "photometry"} <= set(info.get("sources") or {}):
         changed = _changed_images(lake, info)
     if changed is None:
-        say("refresh: measurements by source (every quarter)")
-        _write_quarters(lake, snaps, None, _record(lake, snaps, name), say)
+        say("refresh: measurements by source (every year)")
+        _write_years(lake, snaps, None, _record(lake, snaps, name), say)
         return True
     nights, ids = changed
     nights = set(closed) if nights and nights <= closed else _with_partners(snaps, nights)
     if ids:
         say(f"refresh: measurements by source, {len(ids)} image(s)")
-    quarters = {quarter_of_night(n) for n in nights}
+    years = {n[:4] for n in nights}
     # by image: a new image's rows go to a new file, and the sorted files of earlier images (whose image_id
     # statistics exclude it) are not rewritten
-    pred = f"{delta.in_list('quarter', quarters)} AND {delta.in_list('image_id', ids)}" if ids else "false"
+    parts = sorted(years | {y + RECENT for y in years})
+    pred = f"{delta.in_list('year', parts)} AND {delta.in_list('image_id', ids)}" if ids else "false"
     con = _lookup_connection(snaps, nights)       # nights already hold their images' other parts
     where = f"WHERE {delta.in_list('image_id', ids)}" if ids else "WHERE false"
     try:
-        reader = con.sql(_lookup_query(where, quarter=True)).to_arrow_reader(64 * 1024)
+        reader = con.sql(_lookup_query(where, partition=f"substr(night, 1, 4) || '{RECENT}'")).to_arrow_reader(
+            64 * 1024)
         batches, n = [], 0
         for batch in reader:
             batches.append(batch)
@@ -476,20 +485,20 @@ def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
             return True
     finally:
         con.close()
-    _write_quarters(lake, snaps, quarters, _record(lake, snaps, name), say)
+    _write_years(lake, snaps, years, _record(lake, snaps, name), say)
     return True
 
 
 LOOKUP_ROWS_AT_ONCE = 2_000_000   # changed rows of the by-source copy written in one replace-where commit
-LOOKUP_FILE_ROWS = 1_000_000      # rows of a by-source file (a range of sources of one quarter)
+LOOKUP_FILE_ROWS = 1_000_000      # rows of a by-source file (a range of sources of one year)
+RECENT = "r"                      # partition YYYYr: a year's rows added since it was last written whole
+RECENT_SHARE = 0.2                # compaction rewrites a year whole when its recent rows reach this share
 
 
-_QUARTER = "substr(night, 1, 4) || '-Q' || CAST((CAST(substr(night, 6, 2) AS INTEGER) + 2) // 3 AS VARCHAR)"
-
-
-def _lookup_query(where: str, quarter: bool = False) -> str:
-    """The by-source copy's rows (with their partition column ``quarter`` when written by delta-rs)."""
-    return f"SELECT *{', ' + _QUARTER + ' AS quarter' if quarter else ''} FROM measurements {where} " \
+def _lookup_query(where: str, partition: str | None = None) -> str:
+    """The by-source copy's rows (with their partition column ``year`` = ``partition`` when written by
+    delta-rs)."""
+    return f"SELECT *{f', {partition} AS year' if partition else ''} FROM measurements {where} " \
            "ORDER BY source_id, mjd"
 
 
@@ -511,103 +520,117 @@ def _lookup_connection(snaps, read: set[str] | None):
     return _sort_memory(open_connection(sub, {}, until="measurements"))
 
 
-def _write_quarters(lake, snaps, quarters: set[str] | None, info: dict, say) -> None:
-    """Write the by-source copy of ``quarters`` (every quarter when None), each into one file sorted by
-    source_id and MJD (written in DuckDB's order: delta-rs's writer would not keep it), then commit them in one
-    transaction replacing those quarters' files (the whole table when None)."""
+def _write_years(lake, snaps, years: set[str] | None, info: dict, say) -> None:
+    """Write the by-source copy of ``years`` (every year when None) whole: each year's rows sorted by
+    source_id and MJD in files of source ranges (written in DuckDB's order: delta-rs's writer would not keep
+    it), committed in one transaction replacing those years' files, recent ones included (the whole table
+    when None)."""
     name = "measurements_by_source"
-    by_quarter: dict[str, set[str]] = {}
+    by_year: dict[str, set[str]] = {}
     for f in snaps["images"].files:
         m = re.search(r"/night=([^/]+)/", f)
-        if m and (quarters is None or quarter_of_night(m.group(1)) in quarters):
-            by_quarter.setdefault(quarter_of_night(m.group(1)), set()).add(m.group(1))
+        if m and (years is None or m.group(1)[:4] in years):
+            by_year.setdefault(m.group(1)[:4], set()).add(m.group(1))
     root = lake.table_root(name)
     split = _split_images(snaps)
     files, schema = [], None
-    for i, q in enumerate(sorted(by_quarter)):
-        say(f"refresh: measurements by source, quarter {q} ({i + 1}/{len(by_quarter)})")
-        con = _lookup_connection(snaps, _with_partners(snaps, by_quarter[q], split))
-        where = f"WHERE {delta.in_list('night', by_quarter[q])}"
+    for i, y in enumerate(sorted(by_year)):
+        say(f"refresh: measurements by source, {y} ({i + 1}/{len(by_year)})")
+        con = _lookup_connection(snaps, _with_partners(snaps, by_year[y], split))
+        where = f"WHERE {delta.in_list('night', by_year[y])}"
         try:
-            rels, schema = _write_lookup_files(root, q, con.sql(_lookup_query(where)))
+            rels, schema = _write_lookup_files(root, y, con.sql(_lookup_query(where)))
         finally:
             con.close()
-        files += [(rel, {"quarter": q}) for rel in rels]
+        files += [(rel, {"year": y}) for rel in rels]
     if schema is None:                      # no images: an empty copy
         con = _lookup_connection(snaps, None)
         try:
             schema = con.sql(_lookup_query("WHERE false")).to_arrow_table().schema
         finally:
             con.close()
-    schema = schema.append(pa.field("quarter", pa.string()))
-    if quarters is None:
+    schema = schema.append(pa.field("year", pa.string()))
+    if years is None:
         old = lake.derived_snapshots()[name]
         same = old.table is not None and old.schema is not None and old.schema.names == schema.names and \
-            old.table.metadata().partition_columns == ["quarter"]
-        delta.commit_files(root, name, files, schema, partition_by=["quarter"], mode="overwrite",
+            old.table.metadata().partition_columns == ["year"]
+        delta.commit_files(root, name, files, schema, partition_by=["year"], mode="overwrite",
                            create=not same, operation="refresh full", info=info)
     else:
-        delta.commit_files(root, name, files, schema, partition_by=["quarter"], replace_partitions=sorted(quarters),
-                           operation="refresh", info=info)
+        delta.commit_files(root, name, files, schema, partition_by=["year"],
+                           replace_partitions=sorted(years | {y + RECENT for y in years}), operation="refresh",
+                           info=info)
 
 
-def _write_lookup_files(root, quarter: str, rel) -> tuple[list[str], pa.Schema]:
-    """Write a quarter's rows of the by-source copy, sorted by source_id and MJD, as files of about
-    LOOKUP_FILE_ROWS rows cut between sources: each file holds a range of sources (its Delta statistics say
-    which), so a one-source lookup opens one file per quarter (see Lake.sql's ``source_id``)."""
+def _write_lookup_files(root, part: str, rel) -> tuple[list[str], pa.Schema]:
+    """Write rows of the by-source copy, sorted by source_id and MJD, into partition ``part`` as files of
+    about LOOKUP_FILE_ROWS rows cut between sources: each file holds a range of sources (its Delta statistics
+    say which), so a one-source lookup opens a file or two per year (see Lake.sql's ``source_id``)."""
     name = "measurements_by_source"
-    return delta.write_files(lambda: delta.new_file(root, name, {"quarter": quarter}),
+    return delta.write_files(lambda: delta.new_file(root, name, {"year": part}),
                              rel.to_arrow_reader(64 * 1024), max_rows=LOOKUP_FILE_ROWS, cut_on="source_id")
 
 
 def compact_lookup(lake) -> dict:
-    """Rewrite the quarters of measurements_by_source whose files overlap in source_id (the small files of
-    incremental updates span every source) as files of source ranges sorted by source_id and MJD, read from
-    those files (not recomputed) and committed with the copy's own record, so it stays exactly as current as it
-    was. Under the refresh lock: the only writer of derived datasets is a refresh."""
+    """Rewrite the by-source copy where lookups read more files than they need (see _lookup_to_compact):
+    a year's recent files merged into files of source ranges, or the year rewritten whole once its recent
+    rows reach RECENT_SHARE of it. Read from those files (not recomputed) and committed with the copy's own
+    record, so it stays exactly as current as it was. Under the refresh lock: the only writer of derived
+    datasets is a refresh."""
     from eselake.lake.connect import files_view, new_connection
 
     name = "measurements_by_source"
     root = lake.table_root(name)
-    if not _overlapping_quarters(lake.derived_snapshots()[name]):
+    if not _lookup_to_compact(lake.derived_snapshots()[name]):
         return {}                                   # nothing to do: no wait for a running refresh
     with lake.lock("refresh"):
         snap = lake.derived_snapshots()[name]
-        quarters = _overlapping_quarters(snap)
         files, done, removed, schema = [], [], 0, None
-        for q in sorted(quarters):
-            old = [f for f in snap.files if f"/quarter={q}/" in f]
+        for year, whole in sorted(_lookup_to_compact(snap).items()):
+            part = year if whole else year + RECENT
+            read = [year, year + RECENT] if whole else [part]
+            old = [f for f in snap.files if any(f"/year={r}/" in f for r in read)]
             con = _sort_memory(new_connection())
             try:
                 files_view(con, "lookup_part", "f_part", old)
-                rels, schema = _write_lookup_files(root, q, con.sql("SELECT * FROM lookup_part ORDER BY source_id, mjd"))
+                rels, schema = _write_lookup_files(root, part, con.sql(
+                    "SELECT * FROM lookup_part ORDER BY source_id, mjd"))
             finally:
                 con.close()
-            files += [(rel, {"quarter": q}) for rel in rels]
-            done.append(q)
+            files += [(rel, {"year": part}) for rel in rels]
+            done += read
             removed += len(old)
         if not files:
             return {}
-        delta.commit_files(root, name, files, schema.append(pa.field("quarter", pa.string())),
-                           partition_by=["quarter"], replace_partitions=done, operation="compaction",
+        delta.commit_files(root, name, files, schema.append(pa.field("year", pa.string())),
+                           partition_by=["year"], replace_partitions=done, operation="compaction",
                            info=snap.info)
     return {"removed": removed, "added": len(files)}
 
 
-def _overlapping_quarters(snap: delta.Snapshot) -> list[str]:
-    """Quarters of the by-source copy to rewrite: holding files whose source_id ranges (Delta statistics)
-    overlap, or a file much larger than LOOKUP_FILE_ROWS (a copy written before it was cut into ranges)."""
+def _lookup_to_compact(snap: delta.Snapshot) -> dict[str, bool]:
+    """Partitions of the by-source copy to rewrite -> whether to rewrite the year whole: a year whose files
+    overlap in source_id (Delta statistics), hold a file much larger than LOOKUP_FILE_ROWS (written before
+    the copy was cut into ranges) or whose recent rows reach RECENT_SHARE of it (whole: True); a recent
+    partition whose files overlap (the small files of incremental updates: merged alone, False)."""
     if snap.table is None or not snap.files:
-        return []
+        return {}
     acts = pa.table(snap.table.get_add_actions(flatten=True))
     if "min.source_id" not in acts.column_names:
-        return sorted({str(q) for q in acts.column("partition.quarter").to_pylist()})
-    df = pl.from_arrow(acts.select(["partition.quarter", "num_records", "min.source_id", "max.source_id"])).sort(
-        "partition.quarter", "min.source_id")
-    df = df.with_columns(pl.col("max.source_id").shift().over("partition.quarter").alias("prev"))
-    bad = df.filter(pl.col("min.source_id").is_null() | (pl.col("min.source_id") <= pl.col("prev"))
+        return {str(y).removesuffix(RECENT): True for y in acts.column("partition.year").to_pylist()}
+    df = pl.from_arrow(acts.select(["partition.year", "num_records", "min.source_id", "max.source_id"])).rename(
+        {"partition.year": "part", "min.source_id": "lo", "max.source_id": "hi"}).sort("part", "lo")
+    df = df.with_columns(prev=pl.col("hi").shift().over("part"), year=pl.col("part").str.strip_suffix(RECENT),
+                         recent=pl.col("part").str.ends_with(RECENT))
+    bad = df.filter(pl.col("lo").is_null() | (pl.col("lo") <= pl.col("prev"))
                     | (pl.col("num_records") > 1.5 * LOOKUP_FILE_ROWS))
-    return sorted(set(bad["partition.quarter"].to_list()))
+    rows = df.group_by("year").agg(pl.col("num_records").filter(pl.col("recent")).sum().alias("new"),
+                                   pl.col("num_records").filter(~pl.col("recent")).sum().alias("old"))
+    out = {y: True for y in rows.filter((pl.col("new") > 0) & (pl.col("new") >= RECENT_SHARE * pl.col("old")))["year"]}
+    for part, year, recent in bad.select("part", "year", "recent").iter_rows():
+        if not recent or year not in out:
+            out[year] = out.get(year, False) or not recent
+    return out
 
 
 def _cdf_rows(lake, table: str, since: int) -> pa.Table | None:

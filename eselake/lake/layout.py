@@ -116,11 +116,6 @@ def months_of_days(days) -> np.ndarray:
     return np.datetime_as_string(_MJD0 + np.asarray(days, dtype="int64"), unit="M").astype(object)
 
 
-def quarter_of_night(night: str) -> str:
-    """Partition value of the by-source measurements: YYYY-Qn of a YYYY-MM-DD night."""
-    return f"{night[:4]}-Q{(int(night[5:7]) + 2) // 3}"
-
-
 def days_of_nights(nights) -> list[int]:
     """Integer MJD days (floor(MJD)) of YYYY-MM-DD nights, sorted."""
     return sorted(int((np.datetime64(n, "D") - _MJD0).astype(int)) for n in nights)

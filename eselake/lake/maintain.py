@@ -195,7 +195,7 @@ def fix(lake, findings: list[Finding], min_age_s: float = GRACE_S) -> list[str]:
 
 def compact(lake, *, target_mb: int = 256) -> dict[str, dict]:
     """Delta OPTIMIZE of every table: small files merged; photometry and the daily lightcurves Z-ordered by
-    source_id so one source's rows sit in few row groups; the by-source copy's quarters rewritten sorted, in files of source ranges.
+    source_id so one source's rows sit in few row groups; the by-source copy's recent files merged sorted (see derived.compact_lookup).
     A transaction like any other: concurrent commits are never lost (a conflict is retried on the newer
     snapshot). Returns per table files removed/added."""
     lake._writable()
