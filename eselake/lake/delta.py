@@ -209,6 +209,9 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
     raise AssertionError("unreachable")
 
 
+OWN_FILE = r"(^|/)part-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.zstd\.parquet$"   # new_file's names
+
+
 def new_file(root: Path, name: str, partition: dict[str, str]) -> tuple[str, Path]:
     """A fresh data file name inside table ``name`` (relative path for the log, absolute path to write)."""
     rel = "".join(f"{k}={v}/" for k, v in partition.items()) + f"part-{uuid4()}.zstd.parquet"

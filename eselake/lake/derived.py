@@ -440,7 +440,7 @@ def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
     """Bring measurements_by_source (the measurements view by year, sorted by source_id and MJD, in files of
     source ranges: one source's lightcurve reads a file or two per year) up to date. The rows of the images
     whose images or photometry rows changed since the versions it was made from are replaced: new rows go to
-    small files in the year's ``recent`` partition (earlier files are not rewritten); more than
+    small files in the year's ``recent`` partition (files of other images are not rewritten); more than
     LOOKUP_ROWS_AT_ONCE changed rows rewrite their years whole. Built whole when missing, made by another
     version of the view or layout, or when the change data feed is gone. ``closed``: nights this refresh
     already widened to their images' other parts (see _with_partners), reused when they cover the changed
@@ -464,7 +464,8 @@ def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
         say(f"refresh: measurements by source, {len(ids)} image(s)")
     years = {n[:4] for n in nights}
     # by image: a new image's rows go to a new file, and the sorted files of earlier images (whose image_id
-    # statistics exclude it) are not rewritten
+    # statistics exclude it) are not rewritten; a re-measured or deleted image's files are (by delta-rs: see
+    # _lookup_to_compact)
     parts = sorted(years | {y + RECENT for y in years})
     pred = f"{delta.in_list('year', parts)} AND {delta.in_list('image_id', ids)}" if ids else "false"
     con = _lookup_connection(snaps, nights)       # nights already hold their images' other parts
@@ -610,20 +611,25 @@ def compact_lookup(lake) -> dict:
 
 def _lookup_to_compact(snap: delta.Snapshot) -> dict[str, bool]:
     """Partitions of the by-source copy to rewrite -> whether to rewrite the year whole: a year whose files
-    overlap in source_id (Delta statistics), hold a file much larger than LOOKUP_FILE_ROWS (written before
-    the copy was cut into ranges) or whose recent rows reach RECENT_SHARE of it (whole: True); a recent
-    partition whose files overlap (the small files of incremental updates: merged alone, False)."""
-    if snap.table is None or not snap.files:
+    overlap in source_id (Delta statistics), hold a file much larger than LOOKUP_FILE_ROWS, or a file that
+    write_files did not write (delta-rs rewrote it when an image in it was re-measured or deleted, and its
+    writer may not keep the order), or whose recent rows reach RECENT_SHARE of it (whole: True); a recent
+    partition whose files overlap (the small files of incremental updates: merged alone, False). Nothing for a
+    copy of another layout (the next refresh rebuilds it)."""
+    if snap.table is None or not snap.files or (snap.info or {}).get("views", {}).get("layout") != LOOKUP_LAYOUT \
+            or snap.table.metadata().partition_columns != ["year"]:
         return {}
     acts = pa.table(snap.table.get_add_actions(flatten=True))
     if "min.source_id" not in acts.column_names:
         return {str(y).removesuffix(RECENT): True for y in acts.column("partition.year").to_pylist()}
-    df = pl.from_arrow(acts.select(["partition.year", "num_records", "min.source_id", "max.source_id"])).rename(
-        {"partition.year": "part", "min.source_id": "lo", "max.source_id": "hi"}).sort("part", "lo")
+    df = pl.from_arrow(acts.select(["path", "partition.year", "num_records", "min.source_id", "max.source_id"])
+                       ).rename({"partition.year": "part", "min.source_id": "lo", "max.source_id": "hi"}
+                                ).sort("part", "lo")
     df = df.with_columns(prev=pl.col("hi").shift().over("part"), year=pl.col("part").str.strip_suffix(RECENT),
                          recent=pl.col("part").str.ends_with(RECENT))
     bad = df.filter(pl.col("lo").is_null() | (pl.col("lo") <= pl.col("prev"))
-                    | (pl.col("num_records") > 1.5 * LOOKUP_FILE_ROWS))
+                    | (pl.col("num_records") > 1.5 * LOOKUP_FILE_ROWS)
+                    | (~pl.col("recent") & ~pl.col("path").str.contains(delta.OWN_FILE)))
     rows = df.group_by("year").agg(pl.col("num_records").filter(pl.col("recent")).sum().alias("new"),
                                    pl.col("num_records").filter(~pl.col("recent")).sum().alias("old"))
     out = {y: True for y in rows.filter((pl.col("new") > 0) & (pl.col("new") >= RECENT_SHARE * pl.col("old")))["year"]}
