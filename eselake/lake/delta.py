@@ -106,6 +106,20 @@ def files_matching(dt: DeltaTable, filters: list[tuple]) -> list[str]:
     return [unquote(u.removeprefix("file://")) for u in dt.file_uris(file_pruning_predicate=filters)]
 
 
+def table_folder(dt: DeltaTable) -> str:
+    """The local folder of table ``dt``."""
+    return unquote(dt.table_uri.removeprefix("file://")).rstrip("/")
+
+
+def add_actions(dt: DeltaTable) -> pa.Table:
+    """The log's add actions of the snapshot, flattened (``partition.<col>``, ``num_records``,
+    ``min.<col>``, ``max.<col>``...), with ``file``: each file's local path (as in ``local_files``)."""
+    acts = pa.table(dt.get_add_actions(flatten=True))
+    folder = table_folder(dt)
+    return acts.append_column("file", pa.array([f"{folder}/{unquote(p)}" for p in acts.column("path").to_pylist()],
+                                               pa.string()))
+
+
 def nights_holding(dt: DeltaTable, ids: list[str]) -> set[str]:
     """Nights of the night-partitioned table ``dt`` (at its loaded version) holding a row of one of ``ids``:
     only the files that may hold one by the Delta log's image_id statistics are read (delta-rs file pruning)."""
@@ -114,8 +128,7 @@ def nights_holding(dt: DeltaTable, ids: list[str]) -> set[str]:
     files = files_matching(dt, [("image_id", "in", list(ids))]) if ids else []
     if not files:
         return set()
-    folder = unquote(dt.table_uri.removeprefix("file://")).rstrip("/")
-    data = pds.dataset(files, format="parquet", partition_base_dir=folder,
+    data = pds.dataset(files, format="parquet", partition_base_dir=table_folder(dt),
                        partitioning=pds.partitioning(pa.schema([("night", pa.string())]), flavor="hive"))
     found = data.to_table(columns=["night"], filter=pds.field("image_id").isin(list(ids)))
     return set(found.column("night").unique().to_pylist())
@@ -226,11 +239,10 @@ _STAT_KINDS = {("BYTE_ARRAY", "STRING"), ("INT32", "NONE"), ("INT64", "NONE"), (
 def write_files(next_file, reader: pa.RecordBatchReader, *, max_rows: int | None = None,
                 cut_on: str | None = None) -> tuple[list[str], pa.Schema]:
     """Stream ``reader`` into parquet files in its order (zstd, ROW_GROUP_ROWS-row groups of PAGE_BYTES
-    pages): a new file is begun
-    once a file holds ``max_rows`` rows, at the next change of column ``cut_on`` (by which ``reader`` is
-    sorted), so no value of it spans two files and each file's statistics bound a range of it. ``next_file()``
-    gives a new file's (relative name, path). Returns the relative names and the files' schema (Delta's types);
-    on error no file is left behind."""
+    pages): a new file is begun once a file holds ``max_rows`` rows, at the next change of column ``cut_on``
+    (by which ``reader`` is sorted), so no value of it spans two files and each file's statistics bound a range
+    of it. ``next_file()`` gives a new file's (relative name, path). Returns the relative names and the files'
+    schema (Delta's types); on error no file is left behind."""
     import pyarrow.parquet as pq
 
     schema = _delta_types(reader.schema)
@@ -271,7 +283,6 @@ def write_files(next_file, reader: pa.RecordBatchReader, *, max_rows: int | None
 def _first_change(key: pa.Array, start: int, before) -> int:
     """The first index >= ``start`` at which sorted ``key`` differs from the value before it (``before``: the
     value preceding index 0); len(key) when none does."""
-    import numpy as np
     import pyarrow.compute as pc
 
     if start == 0 and before is not None and len(key) and key[0].as_py() != before:

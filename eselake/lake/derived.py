@@ -480,8 +480,7 @@ def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
             if n > LOOKUP_ROWS_AT_ONCE:
                 break
         else:
-            # one chunk: delta-rs keeps the order of a single batch (not of many)
-            table = pa.Table.from_batches(batches, schema=reader.schema).combine_chunks()
+            table = pa.Table.from_batches(batches, schema=reader.schema)      # _commit makes it one batch
             _commit(lake, name, table, _record(lake, snaps, name), predicate=pred)
             return True
     finally:
@@ -619,23 +618,22 @@ def _lookup_to_compact(snap: delta.Snapshot) -> dict[str, bool]:
     if snap.table is None or not snap.files or (snap.info or {}).get("views", {}).get("layout") != LOOKUP_LAYOUT \
             or snap.table.metadata().partition_columns != ["year"]:
         return {}
-    acts = pa.table(snap.table.get_add_actions(flatten=True))
+    acts = delta.add_actions(snap.table)
     if "min.source_id" not in acts.column_names:
         return {str(y).removesuffix(RECENT): True for y in acts.column("partition.year").to_pylist()}
-    df = pl.from_arrow(acts.select(["path", "partition.year", "num_records", "min.source_id", "max.source_id"])
+    df = pl.from_arrow(acts.select(["file", "partition.year", "num_records", "min.source_id", "max.source_id"])
                        ).rename({"partition.year": "part", "min.source_id": "lo", "max.source_id": "hi"}
                                 ).sort("part", "lo")
     df = df.with_columns(prev=pl.col("hi").shift().over("part"), year=pl.col("part").str.strip_suffix(RECENT),
                          recent=pl.col("part").str.ends_with(RECENT))
     bad = df.filter(pl.col("lo").is_null() | (pl.col("lo") <= pl.col("prev"))
                     | (pl.col("num_records") > 1.5 * LOOKUP_FILE_ROWS)
-                    | (~pl.col("recent") & ~pl.col("path").str.contains(delta.OWN_FILE)))
+                    | (~pl.col("recent") & ~pl.col("file").str.contains(delta.OWN_FILE)))
     rows = df.group_by("year").agg(pl.col("num_records").filter(pl.col("recent")).sum().alias("new"),
                                    pl.col("num_records").filter(~pl.col("recent")).sum().alias("old"))
     out = {y: True for y in rows.filter((pl.col("new") > 0) & (pl.col("new") >= RECENT_SHARE * pl.col("old")))["year"]}
-    for part, year, recent in bad.select("part", "year", "recent").iter_rows():
-        if not recent or year not in out:
-            out[year] = out.get(year, False) or not recent
+    for year, recent in bad.select("year", "recent").iter_rows():
+        out[year] = out.get(year, False) or not recent        # a bad year file: the year whole
     return out
 
 

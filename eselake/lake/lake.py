@@ -7,7 +7,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import unquote
 
 import duckdb
 import numpy as np
@@ -231,9 +230,8 @@ class Lake:
         if snap is None or not snap.files or not {"image_gains", "reference_baselines"} <= set(self._use):
             return None
         if self._ranges is None or self._ranges[0] != (snap.version, snap.files):
-            acts = pa.table(snap.table.get_add_actions(flatten=True))
-            folder = unquote(snap.table.table_uri.removeprefix("file://")).rstrip("/")
-            files = np.array([f"{folder}/{unquote(p)}" for p in acts.column("path").to_pylist()])
+            acts = delta.add_actions(snap.table)
+            files = np.array(acts.column("file").to_pylist())
             cols = set(acts.column_names)
             lo = acts.column("min.source_id").fill_null("") if "min.source_id" in cols else None
             hi = acts.column("max.source_id").fill_null("\U0010ffff") if "max.source_id" in cols else None
