@@ -233,6 +233,55 @@ def test_tile_of_one_field_touches_only_its_sources(tmp_path):
     assert not derived._in_step(behind)
 
 
+def test_summaries_move_forward_and_survive_a_refresh_killed_after_them(tmp_path, monkeypatch):
+    """Statistics come from the kept summaries of all but the newest days merged with those days' bins: the
+    summaries move forward as new days land, are rebuilt for the sources of a re-measured old image, and a
+    refresh killed after committing them (before the statistics) is redone to the same numbers as the views."""
+    from eselake.lake import derived, summaries
+
+    sim = _sim(n_images=40, seed=21)
+    images = sim.images.to_pylist()
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images.slice(0, 28), sim.photometry.filter(
+        pc.is_in(sim.photometry.column("image_id"), sim.images.column("image_id").slice(0, 28))))
+    refresh(lake, full=True)
+
+    def until():
+        return lake.derived_snapshots()["source_summaries"].info["until_day"]
+    first = until()
+    newest = int(lake.sql("SELECT max(floor(mjd)) AS d FROM images")["d"][0])
+    assert first == newest - summaries.RECENT_DAYS + 1
+    assert derived.derived_state(lake)["source_summaries"] == f"kept (days before MJD {first})"
+    for im in images[28:32]:
+        lake.commit_image(im, _rows(sim, im["image_id"]))
+        assert refresh(lake)["mode"] == "incremental"
+    assert until() > first
+    assert_derived_equal_views(lake)
+    # killed between the summaries and the statistics: the summaries moved, the statistics did not
+    real = derived._merge_whole
+
+    def killed(lake_, snaps, name, *a, **kw):
+        if name == "source_stats":
+            raise SystemExit("killed")
+        return real(lake_, snaps, name, *a, **kw)
+    before = until()
+    for im in images[32:35]:
+        lake.commit_image(im, _rows(sim, im["image_id"]))
+    monkeypatch.setattr(derived, "_merge_whole", killed)
+    with pytest.raises(SystemExit):
+        refresh(lake)
+    monkeypatch.setattr(derived, "_merge_whole", real)
+    assert until() > before
+    assert refresh(lake)["mode"] == "incremental"
+    assert_derived_equal_views(lake)
+    # an old image re-measured: its sources' summaries are rebuilt from their bins
+    old = _rows(sim, images[2]["image_id"])
+    lake.commit_image(images[2], old.set_column(old.schema.get_field_index("peak_jyb"), "peak_jyb",
+                                                pc.multiply(old.column("peak_jyb"), 0.5)))
+    assert refresh(lake)["mode"] == "incremental"
+    assert_derived_equal_views(lake)
+
+
 def test_changed_sources_ignores_last_bit_differences_of_recomputed_bins():
     """DuckDB may sum a day's points in another order: bins equal to 1e-9 are unchanged; a new point, a new
     value or a bin gone are changes."""

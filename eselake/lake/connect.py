@@ -35,6 +35,7 @@ DERIVED_VIEWS = {
     "ese_search": "ese_search",
     "ese_candidates": "ese_candidates_all",
     "measurements_by_source": "measurements",     # the measurements laid out for one-source lookups
+    "source_summaries": None,     # internal: variability_stats kept current from them (see lake.summaries)
 }
 
 

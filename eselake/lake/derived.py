@@ -5,7 +5,9 @@
 | reference_baselines  | source_baselines             | full refresh only (the frozen reference set)          |
 | image_gains          | image_gains                  | the nights of new, re-measured or removed images      |
 | daily_lightcurves    | daily_lightcurves            | the same nights (every bin of those nights, rebuilt)  |
-| source_stats         | variability_stats            | sources with a changed bin, merged from their bins    |
+| source_summaries     | (variability_stats, merged)  | days before the newest two; moved forward a day at a  |
+|                      |                              | time (see summaries)                                  |
+| source_stats         | variability_stats            | sources with a changed bin: summary + newer bins      |
 | ese_search           | eselake.detection.search     | sources with a changed bin                            |
 | ese_candidates       | ese_search + source_stats    | whole (small)                                         |
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -33,16 +36,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eselake.lake import delta
-from eselake.lake.connect import open_connection, view_versions
-from eselake.lake.layout import days_of_nights, months_of_days
+from eselake.lake import delta, summaries
+from eselake.lake.connect import files_view, open_connection, view_versions
+from eselake.lake.layout import days_of_nights, month_index, months_of_days
 from eselake.offline import memory_limit_bytes
 
 BIN_RTOL = 1e-9                     # relative difference below which a recomputed daily bin is unchanged
 SORT_MEMORY = 0.6                   # of DuckDB's memory limit, for the sort of the by-source copy
 FULL_REFRESH_GROWTH = 0.25          # a full refresh when images grew by 25% since the reference set was derived
-DERIVED = ("reference_baselines", "image_gains", "daily_lightcurves", "source_stats", "ese_search",
-           "ese_candidates", "measurements_by_source")
+DERIVED = ("reference_baselines", "image_gains", "daily_lightcurves", "source_summaries", "source_stats",
+           "ese_search", "ese_candidates", "measurements_by_source")
 # derived datasets read in place of their views when current
 SERVED = ("image_gains", "daily_lightcurves", "source_stats", "ese_search", "ese_candidates", "measurements_by_source")
 NO_REFS = ("reference_baselines", "measurements_by_source")      # computed without the reference set
@@ -56,6 +59,7 @@ VIEWS_OF = {
     "ese_candidates": ("variability_stats", "ese_search", "ese_scores", "ese_presets", "ese_preset_flags",
                        "ese_candidates_all"),
     "measurements_by_source": ("measurements",),    # by year and sorted by source, for lookups
+    "source_summaries": ("variability_stats", "daily_lightcurves"),
 }
 # image_gains is small (a row per image) and read by every lookup: one file, rewritten whole
 PARTITION = {"daily_lightcurves": "month", "measurements_by_source": "year"}
@@ -74,6 +78,8 @@ def _wanted(snaps: dict, dsnaps: dict, name: str) -> dict:
     views = {v: vv.get(v) for v in VIEWS_OF[name]}
     if name == "measurements_by_source":
         views["layout"] = LOOKUP_LAYOUT
+    if name == "source_summaries":
+        views["layout"] = summaries.LAYOUT
     return {"sources": src, "views": views}
 
 
@@ -115,6 +121,9 @@ def derived_state(lake) -> dict[str, str]:
         elif name == "reference_baselines":
             n0 = (s.info or {}).get("n_images")
             out[name] = f"frozen ({n0} images)" if n0 is not None else "frozen"
+        elif name == "source_summaries":        # moved forward when needed (not at every refresh)
+            out[name] = f"kept (days before MJD {_summaries_until(snaps, dsnaps)})" \
+                if _summaries_until(snaps, dsnaps) is not None else "stale (eselake refresh)"
         else:
             out[name] = "current" if _is_current(snaps, dsnaps, name, lake.path) else "stale (eselake refresh)"
     return out
@@ -146,8 +155,8 @@ def _commit(lake, name: str, table, info: dict, *, predicate: str | None = None,
 
 
 def _with_month(daily: pa.Table) -> pa.Table:
-    months = months_of_days(daily.column("day").to_numpy(zero_copy_only=False))
-    return daily.append_column("month", pa.array(months, pa.string()))
+    table, index = month_index(daily.column("day").to_numpy(zero_copy_only=False))
+    return daily.append_column("month", pa.array(table.tolist(), pa.string()).take(pa.array(index)))
 
 
 def _files_of_nights(snap: delta.Snapshot, nights: set[str]) -> delta.Snapshot:
@@ -273,6 +282,8 @@ def _gains_once(con, nights: set[str] | None = None) -> pa.Table:
 
 def _refresh_full(lake, snaps, n_images: int, say, t0) -> dict:
     say("full refresh: reference set")
+    # the search's modules load (a second or more when cold) while DuckDB computes the parts
+    threading.Thread(target=_load_search, daemon=True).start()
     split = _split_images(snaps)
     con = open_connection(snaps, {}, until="reference_nights")
     try:
@@ -424,7 +435,7 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
     _commit(lake, "daily_lightcurves", _with_month(daily), _record(lake, snaps, "daily_lightcurves"),
             predicate=pred_days)
     touched = _changed_sources(old_bins, daily, in_step=_in_step(dsnaps))
-    n = _refresh_sources(lake, snaps, touched, say, full=False)
+    n = _refresh_sources(lake, snaps, touched, say, full=False, days=days)
     _refresh_lookup(lake, snaps, say, nights)
     # last: image_gains records which images are incorporated; a refresh killed before this point is redone
     prev = delta.open_table(lake.table_root("image_gains"), "image_gains").to_pyarrow_table()
@@ -712,7 +723,7 @@ def _changed_nights(lake, info: dict | None) -> set[str] | None:
 
 
 def _daily_connection(lake):
-    from eselake.lake.connect import files_view, new_connection
+    from eselake.lake.connect import new_connection
 
     snap = lake.derived_snapshots()["daily_lightcurves"]
     con = new_connection()
@@ -724,12 +735,18 @@ def _daily_connection(lake):
     return con
 
 
-def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool) -> int:
-    """source_stats, ese_search and ese_candidates for the ``touched`` sources (all when None)."""
+def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool,
+                     days: list[int] | None = None) -> int:
+    """source_stats (from source_summaries and the newer bins), ese_search and ese_candidates for the
+    ``touched`` sources (all when None); ``days``: the days whose bins changed (None: any)."""
     if touched is not None and touched >= _kept_sources(lake, "source_stats"):
         touched = None             # every source (a tile of the whole survey): no selection of the bins
+    dsnaps = lake.derived_snapshots()
+    until = None if full else _summaries_until(snaps, dsnaps)
     con = _daily_connection(lake)
     try:
+        if until is not None:
+            files_view(con, "kept_sums", "d_sums", dsnaps["source_summaries"].files)
         if touched is None:        # the kept files, read twice (copying 5M bins into a temp table costs more)
             con.execute("CREATE VIEW daily_lightcurves AS SELECT * FROM daily_all")
         else:                      # the touched sources' bins, read once for the statistics and the search
@@ -743,20 +760,36 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool) 
                                               "FROM daily_lightcurves"))
         n = "all" if touched is None else len(touched)
         say(f"refresh: statistics{' and ESE search' if daily is not None else ''} of {n} source(s)")
-        con.execute(_view_text("variability_stats"))         # the view's own definition, over the kept bins
         # DuckDB computes the statistics (without the GIL) while the search runs in numpy
         with ThreadPoolExecutor(1) as pool:
-            stats_done = pool.submit(_fetch, con, "SELECT * FROM variability_stats ORDER BY source_id")
+            stats_done = pool.submit(summaries.statistics, con, kept="kept_sums" if until is not None else None,
+                                     until_day=until, touched=None if touched is None else "_touched",
+                                     changed_days=days)
             search = search_fn(daily).to_arrow() if daily is not None else None
-            stats = stats_done.result()
+            stats, sums, until, moved = stats_done.result()
     finally:
         con.close()
     say("refresh: committing statistics, search results and candidates")
+    if moved is None or moved:          # first the summaries: statistics committed imply summaries committed
+        _merge_whole(lake, snaps, "source_summaries", sums, None if moved is None else set(moved), full,
+                     until_day=until)
     _merge_whole(lake, snaps, "source_stats", stats, touched, full)
     if search is not None:
         _merge_whole(lake, snaps, "ese_search", search, touched, full)
         _refresh_candidates(lake, snaps)
     return stats.num_rows
+
+
+def _summaries_until(snaps, dsnaps) -> int | None:
+    """The day before which the kept source_summaries hold every source's bins, or None when they cannot be
+    used (missing, of other view versions or references, or left partial)."""
+    s = dsnaps["source_summaries"]
+    info = s.info or {}
+    if s.version < 0 or not s.files or info.get("until_day") is None or \
+            info.get("views") != _wanted(snaps, dsnaps, "source_summaries")["views"] or \
+            (info.get("sources") or {}).get("reference_baselines") != dsnaps["reference_baselines"].version:
+        return None
+    return int(info["until_day"])
 
 
 def _kept_sources(lake, name: str) -> set[str]:
@@ -783,6 +816,12 @@ def _view_text(name: str) -> str:
     return next(v.text for v in view_files() if v.name == name)
 
 
+def _load_search() -> None:
+    """Import the search and scipy.signal (which a search of every source uses: see search.LFILTER_SOURCES)."""
+    if _search_function() is not None:
+        import scipy.signal  # noqa: F401
+
+
 def _search_function():
     try:
         from eselake.detection.search import search_lightcurves
@@ -791,9 +830,10 @@ def _search_function():
     return search_lightcurves
 
 
-def _merge_whole(lake, snaps, name: str, new: pa.Table, touched: set[str] | None, full: bool) -> None:
-    """Replace the rows of ``touched`` sources (all rows when ``full``) and rewrite the small table whole."""
-    info = _record(lake, snaps, name)
+def _merge_whole(lake, snaps, name: str, new: pa.Table, touched: set[str] | None, full: bool, **extra) -> None:
+    """Replace the rows of ``touched`` sources (all rows when ``full``) and rewrite the small table whole;
+    ``extra``: recorded in the commit."""
+    info = _record(lake, snaps, name, **extra)
     dt = delta.open_table(lake.table_root(name), name)
     if full or dt is None or touched is None:
         _commit(lake, name, new, info, full=True)

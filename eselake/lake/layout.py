@@ -113,7 +113,17 @@ _MJD0 = np.datetime64("1858-11-17", "D")
 
 def months_of_days(days) -> np.ndarray:
     """Partition values of the daily bins: YYYY-MM of integer MJD days."""
-    return np.datetime_as_string(_MJD0 + np.asarray(days, dtype="int64"), unit="M").astype(object)
+    table, index = month_index(days)
+    return table.astype(object)[index]
+
+
+def month_index(days) -> tuple[np.ndarray, np.ndarray]:
+    """(YYYY-MM of each day of the span of ``days``, index of every day into it): a lookup table, so that many
+    days (millions of daily bins) cost an integer subtraction each."""
+    d = np.asarray(days, dtype="int64").reshape(-1)
+    lo = int(d.min()) if d.size else 0
+    span = np.arange(lo, (int(d.max()) if d.size else lo) + 1)
+    return np.datetime_as_string(_MJD0 + span, unit="M"), d - lo
 
 
 def days_of_nights(nights) -> list[int]:
