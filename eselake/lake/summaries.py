@@ -25,6 +25,7 @@ import pyarrow as pa
 RECENT_DAYS = 2           # the newest days kept out of the summaries (a day's tiles, late data of the day before)
 TOP = 50                  # two-epoch candidates per side (as in the variability_stats view)
 LAYOUT = 1                # version of this summary (recorded; another one is rebuilt)
+PACK = 1 << 24            # a pair of candidate keys (day * 2 + k < 2^24) packed into one BIGINT
 
 # sum_base: summaries (source_id, columns below); sum_bins: daily_lightcurves rows. Both hold only the sources
 # to merge. Produces their merged summaries.
@@ -83,7 +84,7 @@ members AS MATERIALIZED (
 ),
 -- the pairs with at least one new member (each once), as the view writes them (symmetric in a and b)
 pairs AS (
-    SELECT a.source_id, [a.key, b.key] AS keys,
+    SELECT a.source_id, a.key * {PACK} + b.key AS pk,        -- the pair's keys in one integer
            abs(a.f - b.f) / sqrt(a.e * a.e + b.e * b.e) AS v,
            abs(2.0 * (a.f - b.f) / (a.f + b.f)) AS m,
            abs(a.f - b.f) >= 4.3 * sqrt(a.e * a.e + b.e * b.e) AS big
@@ -91,9 +92,11 @@ pairs AS (
     WHERE a.key <> b.key AND (NOT b.new OR a.key < b.key)
 ),
 pm AS (
-    SELECT source_id, max(v) AS v, arg_max(keys, v) AS v_keys,
-           max(m) FILTER (WHERE big) AS m, arg_max(keys, m) FILTER (WHERE big) AS m_keys
-    FROM pairs GROUP BY source_id
+    SELECT source_id, v, CASE WHEN pv IS NOT NULL THEN [pv // {PACK}, pv % {PACK}] END AS v_keys,
+           m, CASE WHEN pmk IS NOT NULL THEN [pmk // {PACK}, pmk % {PACK}] END AS m_keys
+    FROM (SELECT source_id, max(v) AS v, arg_max(pk, v) AS pv,
+                 max(m) FILTER (WHERE big) AS m, arg_max(pk, m) FILTER (WHERE big) AS pmk
+          FROM pairs GROUP BY source_id)
 )
 SELECT a.source_id, a.n_obs, a.first_mjd, a.last_mjd, a.mean_f_mjy, mo.m2_f, a.sum_w, a.wmean_f_mjy, mo.wm2_f,
        a.min_f_mjy, a.max_f_mjy, a.n_unnormalized, l.lo, l.hi,
