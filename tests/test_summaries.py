@@ -117,3 +117,17 @@ def test_summaries_merged_with_new_days_equal_the_view():
     stats, sums, _, changed = _step(bins, kept, until, None, [until])
     assert changed == []
     assert_frame_equal(pl.from_arrow(stats), _view_stats(bins), check_exact=False, rel_tol=1e-12)
+
+
+def test_ties_in_flux_give_the_view_s_candidates():
+    """Many days of exactly equal flux: the 50 candidates are one set (ties broken by day), so a summary of the
+    first half merged with the second gives the view's two-epoch maxima."""
+    rng = np.random.default_rng(1)
+    b = pl.from_arrow(_bins(rng, 1, range(60000, 60120)))
+    flat = pl.when(pl.col("day") < 60100).then(10.0).otherwise(100.0)
+    b = b.with_columns(n_points=pl.lit(1, pl.Int64), min_f_mjy=flat, max_f_mjy=flat)
+    bins = b.with_columns(err_at_max_mjy=pl.col("err_at_min_mjy")).to_arrow()
+    _, kept, until, _ = _step(bins.filter(pa.compute.less(bins.column("day"), 60060)), None, None, None, None)
+    stats, _, _, _ = _step(bins, kept, until, None, [60119])
+    assert_frame_equal(pl.from_arrow(stats).select("vs_max_abs", "vs_max_abs_m"),
+                       _view_stats(bins).select("vs_max_abs", "vs_max_abs_m"), check_exact=False, rel_tol=1e-12)

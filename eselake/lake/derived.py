@@ -434,7 +434,10 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
     pred_days = f"{delta.in_list('month', months)} AND {delta.in_list('day', days)}"
     _commit(lake, "daily_lightcurves", _with_month(daily), _record(lake, snaps, "daily_lightcurves"),
             predicate=pred_days)
-    touched = _changed_sources(old_bins, daily, in_step=_in_step(dsnaps))
+    # after a refresh killed once it had committed bins, every source is redone: a source whose bin that
+    # refresh removed is in neither the kept bins nor the new ones, yet its statistics (and its summary, for
+    # an older day) still hold the removed bin
+    touched = _changed_sources(old_bins, daily) if _in_step(dsnaps) else None
     n = _refresh_sources(lake, snaps, touched, say, full=False, days=days)
     _refresh_lookup(lake, snaps, say, nights)
     # last: image_gains records which images are incorporated; a refresh killed before this point is redone
@@ -687,14 +690,12 @@ def _in_step(dsnaps) -> bool:
                                    for n in ("source_stats", "ese_search", "ese_candidates"))
 
 
-def _changed_sources(old: pa.Table | None, new: pa.Table, *, in_step: bool) -> set[str]:
+def _changed_sources(old: pa.Table | None, new: pa.Table) -> set[str]:
     """Sources whose bins of the refreshed days changed (a tile of one field touches only its own sources,
-    though every bin of its nights is recomputed); every source with a bin there when not ``in_step``."""
+    though every bin of its nights is recomputed)."""
     new_ids = set(new.column("source_id").to_pylist())
     if old is None or old.num_rows == 0:
         return new_ids
-    if not in_step:
-        return new_ids | set(old.column("source_id").to_pylist())
     # a recomputed bin differs in its last bits from the kept one when DuckDB sums a day's points in another
     # order (parallel aggregation): floats are compared to BIN_RTOL, everything else exactly
     keys = ["source_id", "day"]
@@ -782,7 +783,7 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool,
 
 def _summaries_until(snaps, dsnaps) -> int | None:
     """The day before which the kept source_summaries hold every source's bins, or None when they cannot be
-    used (missing, of other view versions or references, or left partial)."""
+    used (missing, or of other view versions or references)."""
     s = dsnaps["source_summaries"]
     info = s.info or {}
     if s.version < 0 or not s.files or info.get("until_day") is None or \

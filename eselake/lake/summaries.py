@@ -25,7 +25,7 @@ import pyarrow as pa
 RECENT_DAYS = 2           # the newest days kept out of the summaries (a day's tiles, late data of the day before)
 TOP = 50                  # two-epoch candidates per side (as in the variability_stats view)
 LAYOUT = 1                # version of this summary (recorded; another one is rebuilt)
-PACK = 1 << 24            # a pair of candidate keys (day * 2 + k < 2^24) packed into one BIGINT
+PACK = 1 << 24            # a pair of candidate keys (day * 2 + k < 2^24: MJD < 8.3M) packed into one BIGINT
 
 # sum_base: summaries (source_id, columns below); sum_bins: daily_lightcurves rows. Both hold only the sources
 # to merge. Produces their merged summaries.
@@ -60,8 +60,8 @@ ext AS (
               FROM sum_bins
 ),
 lists AS MATERIALIZED (
-    SELECT source_id, coalesce(arg_min(x, x.f, {TOP}) FILTER (WHERE side = 0), []) AS lo,
-           coalesce(arg_max(x, x.f, {TOP}) FILTER (WHERE side = 1), []) AS hi
+    SELECT source_id, coalesce(arg_min(x, {{'f': x.f, 'k': x.key}}, {TOP}) FILTER (WHERE side = 0), []) AS lo,
+           coalesce(arg_max(x, {{'f': x.f, 'k': x.key}}, {TOP}) FILTER (WHERE side = 1), []) AS hi
     FROM ext GROUP BY source_id
 ),
 -- fresh: no summary, or a member of its maximal pairs left the candidates (the source is paired whole)

@@ -1,5 +1,5 @@
 -- view: variability_stats
--- version: 5
+-- version: 6
 -- Variability statistics per source over its lightcurve_points (fluxes in mJy; w = 1 / err^2), computed by
 -- merging the statistics of the source's daily_lightcurves bins, so the kept dataset source_stats is refreshed
 -- one day at a time with this same definition. Central moments are merged across days with Chan et al.'s
@@ -43,9 +43,11 @@ stats AS (
 candidates AS (
     -- the 50 faintest day-minima and the 50 brightest day-maxima, as keys day * 2 + k (k = 1: a day's brightest
     -- point when it is not also its faintest), so the aggregate states are small lists of integers
+    -- (ties in flux broken by the key, so the 50 are one well-defined set)
     SELECT source_id, unnest(list_distinct(list_concat(
-               arg_min(day * 2, min_f_mjy, 50),
-               arg_max(day * 2 + CAST(n_points > 1 AS INTEGER), max_f_mjy, 50)))) AS key
+               arg_min(day * 2, {'f': min_f_mjy, 'k': day * 2}, 50),
+               arg_max(day * 2 + CAST(n_points > 1 AS INTEGER),
+                       {'f': max_f_mjy, 'k': day * 2 + CAST(n_points > 1 AS INTEGER)}, 50)))) AS key
     FROM daily_lightcurves GROUP BY source_id
 ),
 extremes AS MATERIALIZED (
