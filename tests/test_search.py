@@ -240,3 +240,27 @@ def test_ar1_filter_is_lfilter_bit_for_bit():
     for rho in (np.exp(-1 / 3), np.exp(-2 / 500), 0.5):
         assert np.array_equal(noise.ar1_loop(x, rho), lfilter([1.0], [1.0, -rho], x, axis=-1))
         assert np.array_equal(noise.ar1_loop(x[0, :, ::-1], rho), lfilter([1.0], [1.0, -rho], x[0, :, ::-1], axis=-1))
+
+
+def test_robustness_counts_the_nights_of_the_row_s_own_window():
+    # the final fit's window is as wide as the longest duration of its group; the two most contributing nights
+    # (robust_frac) must come from the row's own window, or a row's result depends on the others in its chunk
+    from eselake.detection import search
+
+    rng = np.random.default_rng(4)
+    m = 300
+    y = 1.0 + 0.01 * rng.normal(size=m)
+    y[44:58] -= 0.015                                   # a weak 14-day dip
+    y[150:156] += 0.8                                   # a bright bump 100 days away
+    first = np.array([0, 0]); last = np.array([m - 1, m - 1])
+    t = np.arange(m)[None, :] + 0.5
+    tables = np.stack([templates.make_shape(None, 0.0).table])
+
+    def top(other_dur):
+        ctx = search._Ctx(first, last, np.stack([y, y]), np.full((2, m), 0.01), np.repeat(t, 2, 0),
+                          np.ones((2, m), bool))
+        fit = {"center": np.array([50.0, 50.0]), "dur": np.array([14.0, other_dur])}
+        res = search._final_fit(ctx, fit, np.zeros(2, np.int64), tables, np.zeros(2, np.int64),
+                                np.array([14.0]), red=False)
+        return res["top_num"][0], res["top_den"][0]
+    assert top(14.0) == pytest.approx(top(60.0), rel=1e-9)

@@ -43,6 +43,8 @@ REFINE_Z = 4.5          # refine the fit of sources whose coarse (white-noise) z
 MIN_CORE_NIGHTS = 3     # nights within the dip's half-depth width for a centre to count
 MIN_PERP_FRAC = 0.25    # the template must keep this fraction of its energy after removing baseline and slope
 DESPIKE_CAP = 4.0       # sigma
+CHUNK_SOURCES = 500     # sources per chunk of the search at least
+CHUNK_CELLS = 1_250_000  # source-days per chunk at most (the memory of its dense day grids)
 LFILTER_SOURCES = 5000  # searches of more sources import scipy.signal for its IIR filter (see noise.ar1_filter)
 MIN_NIGHTS = 10         # sources with fewer observed nights are not searched (lr 0)
 MIN_DIP_NIGHTS = 3      # is_dip: nights within the dip width below the baseline by more than 1 sigma
@@ -323,15 +325,15 @@ def _alternatives(ctx: _Ctx):
 
 
 # ---------------------------------------------------------------------------------------------------- search
-def search_lightcurves(daily, *, chunk_size: int = 500, workers: int = 2) -> pl.DataFrame:
+def search_lightcurves(daily, *, chunk_size: int | None = None, workers: int = 2) -> pl.DataFrame:
     """Search daily-binned lightcurves (source_id, day, mjd, flux_jy, err_jy[, n_points]) for ESEs.
 
     ``daily``: polars DataFrame or pyarrow Table, many sources, any order (sorted by source_id, day is
     fastest). Returns one row per source (``OUTPUT_COLUMNS``): the best lens/dip fit with uncertainties, its
     2 ln likelihood ratio against no event (``lr``, red-noise corrected), the false-alarm rate per source-year
     and Gaussian-equivalent ``sigma``, the best alternative (flare/step) and ``is_dip``. Deterministic; a
-    source's row depends only on its own rows. Chunks of ``chunk_size`` sources run on ``workers`` threads.
-    """
+    source's row depends only on its own rows. Chunks of ``chunk_size`` sources run on ``workers`` threads
+    (default: two chunks per worker, of CHUNK_SOURCES to CHUNK_CELLS / longest span sources)."""
     prep = _prepare(daily)
     if prep is None:
         return pl.DataFrame(schema=_schema())
@@ -340,6 +342,9 @@ def search_lightcurves(daily, *, chunk_size: int = 500, workers: int = 2) -> pl.
         import scipy.signal  # noqa: F401 - noise.ar1_filter then runs lfilter (faster on many sources)
     span = day[starts + counts - 1] - day[starts]
     order = np.lexsort((ids, span))                   # similar spans together (less padding)
+    if chunk_size is None:      # few large chunks: the refinement's small fits cost Python time per chunk
+        per_worker = -(-len(ids) // (2 * max(workers, 1)))
+        chunk_size = max(CHUNK_SOURCES, min(per_worker, CHUNK_CELLS // (int(span.max()) + 1)))
     chunks = [order[k:k + chunk_size] for k in range(0, len(order), chunk_size)]
 
     def run(sel):
@@ -368,7 +373,12 @@ def _schema():
 
 
 def _half_width(dur) -> int:
-    return int(np.ceil(SUPPORT_MAX * 1.3 * float(np.max(dur)))) + 4
+    """Half-width (days) of windows holding the templates of durations ``dur`` (the longest of them)."""
+    return int(_half_widths(np.max(dur)))
+
+
+def _half_widths(dur) -> np.ndarray:
+    return np.ceil(SUPPORT_MAX * 1.3 * np.asarray(dur, float)).astype(np.int64) + 4
 
 
 def _search_chunk(ids, first, last, y, e, t, present) -> pl.DataFrame:
@@ -486,10 +496,16 @@ def _final_fit(ctx: _Ctx, fit, d_idx, ftables, si, durs, red: bool = True):
         ev = np.where(win.inside, amp[:, None] * f["s"], 0.0)
         np.subtract.at(res["y_res"], (np.repeat(r, win.cols.shape[1]), win.cols.ravel()), ev.ravel())
         s_perp = f["s"] - f["c0"][:, None] - f["c1"][:, None] * win.tau
-        contrib = win.w * s_perp * win.r0
+        # the most contributing nights of the row's own window (+-_half_width of its duration): the window
+        # above is as wide as the group's longest duration and s_perp is not 0 outside the template, so
+        # nights beyond the row's own window would make robust_frac depend on the other rows of the chunk
+        own = win.inside & (np.abs(win.cols - np.round(fit["center"][r])[:, None])
+                            <= _half_widths(fit["dur"][r])[:, None])
+        w_own = np.where(own, win.w, 0.0)
+        contrib = w_own * s_perp * win.r0
         top = np.argsort(-contrib, axis=1)[:, :2]
         res["top_num"][r] = np.take_along_axis(contrib, top, 1).sum(1)
-        res["top_den"][r] = np.take_along_axis(win.w * s_perp ** 2, top, 1).sum(1)
+        res["top_den"][r] = np.take_along_axis(w_own * s_perp ** 2, top, 1).sum(1)
         resid = win.r0 + amp[:, None] * (f["c0"][:, None] + f["c1"][:, None] * win.tau)
         inside = (win.w > 0) & (f["s"] <= -0.25)        # the model at least a quarter of the depth down
         sig_night = 1.0 / np.sqrt(np.where(win.w > 0, win.w, 1.0))
