@@ -183,14 +183,19 @@ class _Ctx:
 
 
 class _Win:
-    """Windows of +-H days of the rows ``rows`` of a context around integer centres ``c_int`` (days)."""
+    """Windows of +-H days of the rows ``rows`` of a context around integer centres ``c_int`` (days); with
+    ``half`` (days, per row) the days beyond a row's own +-half count as outside (weight 0), so that a row's
+    sums do not depend on the other rows that set H."""
 
-    def __init__(self, ctx: _Ctx, rows, c_int, H: int):
+    def __init__(self, ctx: _Ctx, rows, c_int, H: int, half=None):
+        c_int = np.asarray(c_int, np.int64)
         if 2 * H + 1 >= ctx.m:           # the whole row
             cols = np.broadcast_to(np.arange(ctx.m)[None, :], (len(rows), ctx.m))
         else:
-            cols = np.asarray(c_int, np.int64)[:, None] - H + np.arange(2 * H + 1)[None, :]
+            cols = c_int[:, None] - H + np.arange(2 * H + 1)[None, :]
         inside = (cols >= 0) & (cols < ctx.m)
+        if half is not None:
+            inside &= np.abs(cols - c_int[:, None]) <= np.asarray(half)[:, None]
         cc = np.clip(cols, 0, ctx.m - 1)
         r = np.asarray(rows)[:, None]
         self.ctx, self.rows, self.cols, self.inside = ctx, np.asarray(rows), cc, inside
@@ -487,7 +492,8 @@ def _final_fit(ctx: _Ctx, fit, d_idx, ftables, si, durs, red: bool = True):
         r = np.nonzero(d_idx == di)[0]
         if not r.size:
             continue
-        win = _Win(ctx, r, np.round(fit["center"][r]), _half_width(fit["dur"][r]))
+        # each row's sums over its own window (the window's width is set by the group's longest duration)
+        win = _Win(ctx, r, np.round(fit["center"][r]), _half_width(fit["dur"][r]), half=_half_widths(fit["dur"][r]))
         f = win.fit(ftables, si[r], fit["center"][r], fit["dur"][r], red=red)
         for k in ("num", "den", "C", "c0", "c1") + (("red",) if red else ()):
             res[k][r] = f[k]
@@ -496,16 +502,11 @@ def _final_fit(ctx: _Ctx, fit, d_idx, ftables, si, durs, red: bool = True):
         ev = np.where(win.inside, amp[:, None] * f["s"], 0.0)
         np.subtract.at(res["y_res"], (np.repeat(r, win.cols.shape[1]), win.cols.ravel()), ev.ravel())
         s_perp = f["s"] - f["c0"][:, None] - f["c1"][:, None] * win.tau
-        # the most contributing nights of the row's own window (+-_half_width of its duration): the window
-        # above is as wide as the group's longest duration and s_perp is not 0 outside the template, so
-        # nights beyond the row's own window would make robust_frac depend on the other rows of the chunk
-        own = win.inside & (np.abs(win.cols - np.round(fit["center"][r])[:, None])
-                            <= _half_widths(fit["dur"][r])[:, None])
-        w_own = np.where(own, win.w, 0.0)
-        contrib = w_own * s_perp * win.r0
+        # (s_perp is not 0 outside the template: nights beyond the row's own window would count here)
+        contrib = win.w * s_perp * win.r0
         top = np.argsort(-contrib, axis=1)[:, :2]
         res["top_num"][r] = np.take_along_axis(contrib, top, 1).sum(1)
-        res["top_den"][r] = np.take_along_axis(w_own * s_perp ** 2, top, 1).sum(1)
+        res["top_den"][r] = np.take_along_axis(win.w * s_perp ** 2, top, 1).sum(1)
         resid = win.r0 + amp[:, None] * (f["c0"][:, None] + f["c1"][:, None] * win.tau)
         inside = (win.w > 0) & (f["s"] <= -0.25)        # the model at least a quarter of the depth down
         sig_night = 1.0 / np.sqrt(np.where(win.w > 0, win.w, 1.0))
