@@ -280,6 +280,29 @@ def test_upgrade_from_file_layout(tmp_path):
     assert _cli(Lake(root), "lake", "check").exit_code == 0
 
 
+def test_creation_killed_before_its_first_commit_is_no_old_layout(tmp_path):
+    """A first ingest killed after writing data files but before the Delta log exists: leftovers, not a lake
+    of eselake 0.1; the next ingest creates the tables."""
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "lake"
+    for name, fname in (("images", f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"),
+                        ("photometry", f"part-{uuid.uuid4()}.zstd.parquet")):
+        (root / name / "night=2023-02-25").mkdir(parents=True)
+        pq.write_table(pa.table({"x": [1]}), root / name / "night=2023-02-25" / fname)
+    lake = Lake(root)
+    found = maintain.check(lake)
+    assert {f.severity for f in found} == {"leftover"} and all("never committed" in f.detail for f in found)
+    for cmd in (("lake", "check"), ("sql", "SELECT 1")):
+        res = _cli(lake, *cmd)
+        assert res.exit_code == 2 and "no lake at" in res.output and "upgrade" not in res.output, res.output
+    lake.commit_image(_image("a", 60010.5), _phot("a", 60010.5, 1.0))
+    assert _values(lake, "a") == [1.0]
+    assert not [f for f in maintain.check(lake) if f.severity == "error"]
+
+
 def test_missing_lake_is_an_error(tmp_path):
     res = CliRunner().invoke(main, ["--lake", str(tmp_path / "typo"), "sql", "SELECT 1"])
     assert res.exit_code == 2 and "no lake at" in res.output

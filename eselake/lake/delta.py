@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -220,6 +222,23 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
                                 f"({_reason(exc)})") from exc
             raise LakeError(f"writing table {name} of {root} failed: {_reason(exc)}") from exc
     raise AssertionError("unreachable")
+
+
+# every name a Delta writer of the lake gives a data file: new_file's and delta-rs's (part-00000-<uuid>-c000)
+WRITER_FILE = re.compile(r"^part-([0-9]{5}-)?[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}(-c[0-9]{3})?(\.\w+)?\.parquet$")
+
+
+def old_layout(root: Path, names: Iterable[str]) -> list[str]:
+    """Tables of ``names`` held in eselake 0.1's layout: a folder without a Delta log holding Parquet files no
+    Delta writer named (a creation killed before its first commit leaves only writers' files, or none)."""
+    out = []
+    for name in names:
+        folder = table_path(root, name)
+        if not folder.is_dir() or (folder / "_delta_log").is_dir():
+            continue
+        if any(f.endswith(".parquet") and not WRITER_FILE.match(f) for _, _, files in os.walk(folder) for f in files):
+            out.append(name)
+    return out
 
 
 OWN_FILE = r"(^|/)part-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.zstd\.parquet$"   # new_file's names

@@ -99,7 +99,7 @@ class Lake:
     def require(self) -> "Lake":
         """Raise a one-line error unless the lake exists (read commands on a mistyped --lake)."""
         if not self.exists():
-            if (self.path / "images").is_dir() or (self.path / "catalog_sources").is_dir():
+            if delta.old_layout(self.path, DATASETS):
                 raise LakeError(f"{self.path} is a lake of eselake 0.1 (files without a Delta log): convert it "
                                 "with `eselake lake upgrade`")
             hint = " (it exists but holds no lake tables)" if self.path.is_dir() else ""

@@ -56,9 +56,7 @@ def check(lake, *, deep: bool = True) -> list[Finding]:
     out: list[Finding] = []
     if not lake.path.is_dir():
         return []                       # nothing to check (the CLI says that no lake exists there)
-    legacy = [p for p in (lake.path / "images", lake.path / "photometry") if p.is_dir()
-              and not (p / "_delta_log").is_dir()]
-    if legacy:
+    if delta.old_layout(lake.path, DATASETS):
         out.append(Finding("error", "old layout", str(lake.path),
                            "a lake of eselake 0.1 (no Delta log): run `eselake lake upgrade`"))
         return out
