@@ -224,8 +224,19 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
     raise AssertionError("unreachable")
 
 
+_UUID = r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+OWN_FILE = rf"(^|/)part-{_UUID}\.zstd\.parquet$"   # new_file's names
 # every name a Delta writer of the lake gives a data file: new_file's and delta-rs's (part-00000-<uuid>-c000)
-WRITER_FILE = re.compile(r"^part-([0-9]{5}-)?[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}(-c[0-9]{3})?(\.\w+)?\.parquet$")
+WRITER_FILE = re.compile(rf"^part-([0-9]{{5}}-)?{_UUID}(-c[0-9]{{3}})?(\.\w+)?\.parquet$")
+
+
+def data_files(folder: Path) -> list[Path]:
+    """Every Parquet file under a table folder, outside its _delta_log (by walking, never by glob)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if d != "_delta_log"]
+        out += [Path(dirpath) / f for f in filenames if f.endswith(".parquet")]
+    return out
 
 
 def old_layout(root: Path, names: Iterable[str]) -> list[str]:
@@ -234,14 +245,10 @@ def old_layout(root: Path, names: Iterable[str]) -> list[str]:
     out = []
     for name in names:
         folder = table_path(root, name)
-        if not folder.is_dir() or (folder / "_delta_log").is_dir():
-            continue
-        if any(f.endswith(".parquet") and not WRITER_FILE.match(f) for _, _, files in os.walk(folder) for f in files):
+        if folder.is_dir() and not (folder / "_delta_log").is_dir() and \
+                any(not WRITER_FILE.match(p.name) for p in data_files(folder)):
             out.append(name)
     return out
-
-
-OWN_FILE = r"(^|/)part-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.zstd\.parquet$"   # new_file's names
 
 
 def new_file(root: Path, name: str, partition: dict[str, str]) -> tuple[str, Path]:

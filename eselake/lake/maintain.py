@@ -41,15 +41,6 @@ def _age_s(path: Path) -> float:
         return 0.0
 
 
-def _data_files(folder: Path) -> list[Path]:
-    """Every Parquet file under a table folder, outside its _delta_log (by walking, never by glob)."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if d != "_delta_log"]
-        out += [Path(dirpath) / f for f in filenames if f.endswith(".parquet")]
-    return out
-
-
 def check(lake, *, deep: bool = True) -> list[Finding]:
     """Everything unusual in the lake, from the Delta logs. Errors mean data a reader would see wrongly or
     not at all; leftovers are files no version references (a failed or concurrent commit, stray copies)."""
@@ -65,7 +56,7 @@ def check(lake, *, deep: bool = True) -> list[Finding]:
         if not folder.is_dir():
             continue
         if not delta.exists(root, name):           # a creation killed before its first commit: no table
-            for p in _data_files(folder):
+            for p in delta.data_files(folder):
                 out.append(Finding("leftover", "unreferenced file", str(p),
                                    f"table {name} was never committed ({_age_s(p):.0f} s old; invisible)"))
             continue
@@ -92,7 +83,7 @@ def check(lake, *, deep: bool = True) -> list[Finding]:
                 if bad:
                     out.append(Finding("error", "schema", f, f"columns missing or of the wrong type: {bad}"))
         ever = _ever_added(folder)
-        for p in _data_files(folder):
+        for p in delta.data_files(folder):
             if str(p) not in referenced and str(p) not in ever:
                 out.append(Finding("leftover", "unreferenced file", str(p),
                                    f"in no version of table {name} ({_age_s(p):.0f} s old; invisible)"))
