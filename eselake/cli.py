@@ -357,9 +357,22 @@ def _beam_option(f):
                         help="Restoring beam in deg for images without BMAJ/BMIN/BPA keywords")(f)
 
 
+def _mjd_option(f):
+    return click.option("--mjd", type=float, default=None,
+                        help="Observation mid-time (MJD, UTC) for images without DATE-OBS/MJD-OBS")(f)
+
+
+def _plane_option(f):
+    return click.option("--plane", type=int, default=None,
+                        help="Plane (0-based) of a cube with several spectral planes")(f)
+
+
 def _print_measured(result) -> None:
     console.print(f"{result.path.name}: measured {result.n_sources} sources "
                   f"({result.n_flagged} flagged) at MJD {result.mjd:.5f} -> image {result.image_id}")
+    if not result.n_sources:
+        err_console.print(f"warning: no catalogue source falls inside {result.path.name}; check its sky "
+                          "position and the catalogue (eselake catalog list)", highlight=False)
 
 
 @photometry_group.command("nvss")
@@ -367,15 +380,16 @@ def _print_measured(result) -> None:
 @click.option("--min-mjy", type=float, default=10.0, show_default=True, help="Catalogue flux limit (mJy)")
 @click.option("--catalog", default="nvss", show_default=True, help="Catalogue loaded in the lake")
 @click.option("--noise-map", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--plane", type=int, default=None, help="Plane (0-based) of a cube with several spectral planes")
+@_plane_option
 @_beam_option
+@_mjd_option
 @pass_lake
-def photometry_nvss(lake, fits_path, min_mjy, catalog, noise_map, plane, beam) -> None:
+def photometry_nvss(lake, fits_path, min_mjy, catalog, noise_map, plane, beam, mjd) -> None:
     """Measure all catalogue (NVSS) sources in the field of view of one image."""
     from eselake.ingest.photometry.measure import measure_image
 
     _print_measured(measure_image(lake, fits_path, catalog=catalog, min_flux_mjy=min_mjy, beam=beam,
-                                  noise_map=noise_map, plane=plane))
+                                  noise_map=noise_map, plane=plane, mjd=mjd))
     _refresh_after(lake)
 
 
@@ -384,14 +398,16 @@ def photometry_nvss(lake, fits_path, min_mjy, catalog, noise_map, plane, beam) -
 @click.option("--radius-deg", type=float, default=1.5, show_default=True, help="Search radius from centre")
 @click.option("--min-flux-mjy", type=float, default=5.0, show_default=True)
 @click.option("--catalog", default="nvss", show_default=True)
+@_plane_option
 @_beam_option
+@_mjd_option
 @pass_lake
-def photometry_mosaic(lake, fits_path, radius_deg, min_flux_mjy, catalog, beam) -> None:
+def photometry_mosaic(lake, fits_path, radius_deg, min_flux_mjy, catalog, plane, beam, mjd) -> None:
     """Measure catalogue sources within a radius of a mosaic's centre."""
     from eselake.ingest.photometry.measure import measure_image
 
     _print_measured(measure_image(lake, fits_path, catalog=catalog, min_flux_mjy=min_flux_mjy,
-                                  radius_deg=radius_deg, beam=beam, kind="mosaic"))
+                                  radius_deg=radius_deg, beam=beam, kind="mosaic", plane=plane, mjd=mjd))
     _refresh_after(lake)
 
 
@@ -400,17 +416,19 @@ def photometry_mosaic(lake, fits_path, radius_deg, min_flux_mjy, catalog, beam) 
               help="CSV with name,ra,dec (or source_id,ra_deg,dec_deg); default: the --catalog in the lake")
 @click.option("--catalog", default="nvss", show_default=True)
 @click.option("--image-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--pattern", default="*.fits", show_default=True)
+@click.option("--pattern", default="*", show_default=True,
+              help="File names to take (FITS names only: .fits/.fit/.fts, also .gz/.fz/.bz2)")
 @click.option("--min-mjy", type=float, default=None)
 @click.option("--workers", type=int, default=1, show_default=True)
 @_scheduler_option
 @click.option("--force", is_flag=True, help="Re-measure images already in the lake")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Also write this run's measurements to a CSV file")
+@_plane_option
 @_beam_option
 @pass_lake
 def photometry_batch(lake, source_list, catalog, image_dir, pattern, min_mjy, workers, scheduler, force, output,
-                     beam) -> None:
+                     plane, beam) -> None:
     """Measure many sources on every image of a folder (skips psf/residual/model/pb images)."""
     from rich.progress import Progress
 
@@ -420,7 +438,7 @@ def photometry_batch(lake, source_list, catalog, image_dir, pattern, min_mjy, wo
     images = find_images(image_dir, pattern)
     if not images:
         raise click.ClickException(f"no sky images matching {pattern} under {image_dir}")
-    kwargs = dict(min_flux_mjy=min_mjy, beam=beam, skip_existing=not force, catalog=catalog)
+    kwargs = dict(min_flux_mjy=min_mjy, beam=beam, skip_existing=not force, catalog=catalog, plane=plane)
     if source_list is not None:
         kwargs["sources"] = load_catalog_file(source_list, "sources")
     with Progress(console=err_console, transient=False) as progress:
@@ -766,11 +784,13 @@ def ingest_ms_cmd(lake, ms_paths, **options):
 @click.option("--catalog", default="nvss", show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
 @_scheduler_option
+@_plane_option
+@_beam_option
 @click.pass_context
-def ingest_fits_cmd(ctx, image_dir, catalog, workers, scheduler):
+def ingest_fits_cmd(ctx, image_dir, catalog, workers, scheduler, plane, beam):
     """Enter the chain with FITS images: forced photometry of the --catalog on every sky image."""
-    ctx.invoke(photometry_batch, source_list=None, catalog=catalog, image_dir=image_dir, pattern="*.fits",
-               min_mjy=None, workers=workers, scheduler=scheduler, force=False, output=None, beam=None)
+    ctx.invoke(photometry_batch, source_list=None, catalog=catalog, image_dir=image_dir, pattern="*",
+               min_mjy=None, workers=workers, scheduler=scheduler, force=False, output=None, plane=plane, beam=beam)
 
 
 @ingest_group.command("table")

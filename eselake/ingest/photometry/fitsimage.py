@@ -8,9 +8,15 @@ Checks made on every image (each failure is an InputError naming the file and th
 - frequency: from the spectral axis on any WCS axis (FREQ, VOPT/FELO/ZOPT, VRAD, VELO, WAVE, with RESTFRQ or
   ALTRVAL), also when NAXIS=2 but WCSAXES=4 (WSClean cutouts); a cube with several spectral or Stokes planes is
   measured on an explicit ``plane`` or refused;
-- blanks: NaN, and pseudo-blank regions found by value statistics (runs of one constant value, or patches of
-  values far below the noise, e.g. 1e-7 Jy/beam fill) become NaN, so the rms and the photometry use valid
-  pixels only.
+- sky axes and frame: RA/Dec (or GLON/GLAT, ELON/ELAT) on any two FITS axes in either order, in any frame
+  astropy knows (ICRS, FK5, FK4/B1950, galactic, ecliptic); catalogue positions (ICRS) are converted into it
+  (FK5 J2000 is taken as ICRS: they differ by < 0.03 arcsec); a single-plane Stokes axis must be Stokes I;
+- units: BUNIT Jy/beam, mJy/beam or uJy/beam (scaled to Jy/beam), for images and noise maps;
+- blanks: NaN, absurd values (|v| > ``ABSURD_JYB``, e.g. -1e30 sentinels), and pseudo-blank regions found by
+  value statistics (runs of one constant value, or patches of values far below the noise, e.g. 1e-7 Jy/beam
+  fill; in coarsely quantised integer images only constant squares 4 beams wide) become NaN, so the rms and the
+  photometry use valid pixels only.
+Every error is one line naming the file; astropy's warnings about the file are not printed.
 """
 from __future__ import annotations
 
@@ -22,8 +28,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
+from astropy.utils.exceptions import AstropyWarning
 from astropy.time import Time
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 from scipy import ndimage
 
 from eselake.errors import InputError
@@ -36,6 +43,12 @@ MAX_BEAM_PIX = 2000.0        # beam FWHM above this many pixels: a unit error (a
 TIME_TOLERANCE_S = 2.0       # MJD-OBS and DATE-OBS must agree to this
 MAX_EXPOSURE_S = 86400.0     # an exposure longer than a day is a unit error (ms, or a sum over nights)
 FUTURE_SLACK_DAYS = 1.0
+MIN_MJD, MAX_MJD = 30000.0, 100000.0   # observation times outside (1941-2132) are header errors
+ABSURD_JYB = 1e12            # |pixel| above this (Jy/beam) is a blank sentinel (e.g. -1e30), not sky
+COARSE_QUANTUM = 1e-3        # integer data quantised more coarsely than this x the noise: runs of equal values are sky
+_TIME_KEYS = ("TIME-OBS", "UT", "UTSTART", "UT-START")   # time of day beside a date-only DATE-OBS
+_STOKES = {1: "I", 2: "Q", 3: "U", 4: "V", -1: "RR", -2: "LL", -3: "RL", -4: "LR", -5: "XX", -6: "YY", -7: "XY",
+           -8: "YX"}
 C_M_S = 299_792_458.0
 
 
@@ -57,15 +70,15 @@ class RadioImage:
     noise_floor_jyb: float | None = None   # lowest local noise level of the image (errors never go below it)
     n_blank: int = 0                        # pseudo-blank pixels set to NaN (constant runs, near-zero fill)
     plane: int | None = None                # cube plane measured (None for 2-D images / single planes)
+    frame: object = None                    # the image's sky frame (astropy), None for ICRS / FK5 J2000
 
     @property
     def shape(self):
         return self.data.shape
 
     def world_to_pixel(self, ra_deg, dec_deg):
-        """0-based pixel (x, y) of sky positions (deg)."""
-        x, y = self.wcs.all_world2pix(np.asarray(ra_deg, float), np.asarray(dec_deg, float), 0)
-        return np.asarray(x), np.asarray(y)
+        """0-based pixel (x, y) of ICRS sky positions (deg)."""
+        return sky_to_pixel(self.wcs, self.frame, ra_deg, dec_deg)
 
     def jacobian_pix_per_deg(self, ra_deg, dec_deg, step_deg=1e-4):
         """(n, 2, 2) local map from (east, north) offsets in deg to (x, y) pixel offsets."""
@@ -88,7 +101,7 @@ class RadioImage:
         """Largest distance (deg) from the image centre to a corner."""
         ny, nx = self.shape
         cx, cy = [0, nx - 1, 0, nx - 1], [0, 0, ny - 1, ny - 1]
-        ra, dec = self.wcs.all_pix2world(cx, cy, 0)
+        ra, dec = pixel_to_sky(self.wcs, self.frame, cx, cy)
         from astropy.coordinates import angular_separation
         sep = angular_separation(*np.deg2rad([ra, dec]), np.deg2rad(self.ra_center_deg),
                                  np.deg2rad(self.dec_center_deg))
@@ -133,17 +146,27 @@ def _runs(mask: np.ndarray, length: int, axis: int) -> np.ndarray:
     return ndimage.binary_opening(mask, structure=struct)
 
 
-def blank_and_noise(data: np.ndarray, beam_fwhm_pix: float = 3.0) -> tuple[np.ndarray, float, float]:
+def blank_and_noise(data: np.ndarray, beam_fwhm_pix: float = 3.0,
+                    quantum: float = 0.0) -> tuple[np.ndarray, float, float]:
     """(pseudo-blank mask, typical noise, noise floor) of an image.
 
     Pseudo-blank: finite pixels that are not sky: runs of >= 5 identical values along a row or a column
     (0 or constant fill), and beam-sized patches of values 1e-3 below the image's typical noise (e.g. 1e-7
     fill outside a mosaic's footprint; beam-correlated noise essentially never produces such a patch).
+    Integer images quantised in steps of ``quantum`` (Jy/beam, BSCALE) coarser than COARSE_QUANTUM x the noise
+    have runs of equal values and exact zeros in their sky: there only squares of one value >= 4 beams wide
+    count (fill).
     Typical noise: the upper-quartile rms of blocks of ~60 beams; noise floor: their 5th percentile over
     the sky (in a primary-beam-corrected image, about the noise at the pointing centre)."""
     finite = np.isfinite(data)
+    coarse = quantum > 0 and not quantum <= COARSE_QUANTUM * robust_rms(data)
     blank = np.zeros(data.shape, bool)
-    for axis in (0, 1):
+    if coarse:                     # pixels equal to their right and upper neighbours, in squares 4 beams wide
+        same = np.zeros(data.shape, bool)
+        same[:-1, :-1] = (data[:-1, :-1] == data[1:, :-1]) & (data[:-1, :-1] == data[:-1, 1:])
+        side = max(5, int(np.ceil(4 * beam_fwhm_pix)))
+        blank = ndimage.binary_dilation(ndimage.binary_opening(same, structure=np.ones((side, side), bool))) & finite
+    for axis in () if coarse else (0, 1):
         a = [slice(None)] * 2
         b = [slice(None)] * 2
         a[axis], b[axis] = slice(1, None), slice(None, -1)
@@ -165,7 +188,7 @@ def blank_and_noise(data: np.ndarray, beam_fwhm_pix: float = 3.0) -> tuple[np.nd
     k = max(3, int(np.ceil(min(beam_fwhm_pix, 15.0))) | 1)
     with np.errstate(invalid="ignore"):
         tiny = np.abs(sky) < 1e-3 * level            # NaN compares False
-    if tiny.sum() >= k * k:
+    if tiny.sum() >= k * k and not coarse:
         blank |= ndimage.binary_opening(tiny, structure=np.ones((k, k), bool))
     live = good[good > 1e-2 * level]
     floor = float(np.percentile(live, 5)) if live.size else level
@@ -182,7 +205,7 @@ def noise_floor(data: np.ndarray, beam_fwhm_pix: float = 4.0) -> float:
     return blank_and_noise(data, beam_fwhm_pix)[2]
 
 
-def _beam(header, beam) -> tuple[float, float, float]:
+def _beam(header, beam, path="image") -> tuple[float, float, float]:
     if beam is not None:
         return tuple(float(v) for v in beam)
     if all(k in header for k in ("BMAJ", "BMIN")):
@@ -191,7 +214,7 @@ def _beam(header, beam) -> tuple[float, float, float]:
         m = _HIST_BEAM.search(str(card))
         if m:
             return tuple(float(v) for v in m.groups())
-    raise InputError("image has no restoring beam (BMAJ/BMIN/BPA keywords); give one with "
+    raise InputError(f"{path}: image has no restoring beam (BMAJ/BMIN/BPA keywords); give one with "
                      "--beam BMAJ_DEG BMIN_DEG BPA_DEG (Python: beam=(bmaj_deg, bmin_deg, bpa_deg))")
 
 
@@ -214,37 +237,82 @@ def _exposure(header, path) -> float | None:
     return None
 
 
+def _date_obs(header, path) -> tuple[str | None, bool]:
+    """DATE-OBS as an ISO string (the old 'DD/MM/YY' form read as 19YY; a date-only value joined with TIME-OBS
+    or UT when the header has one) and whether it gives a time of day."""
+    raw = str(header.get("DATE-OBS", "")).strip()
+    if not raw:
+        return None, False
+    old = re.fullmatch(r"(\d\d)/(\d\d)/(\d\d)", raw)          # FITS before 2000: DD/MM/YY, 19YY
+    if old:
+        raw = f"19{old.group(3)}-{old.group(2)}-{old.group(1)}"
+    if "T" in raw:
+        return raw, True
+    for k in _TIME_KEYS:
+        tod = str(header.get(k, "")).strip()
+        if re.fullmatch(r"\d\d?:\d\d(:\d\d(\.\d*)?)?", tod):
+            return f"{raw}T{tod}", True
+    return raw, False
+
+
+def _parse_time(value, path, key, **kw) -> Time:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")       # erfa's "dubious year" for absurd dates: checked below
+            t = Time(value, **kw)
+            t.utc.mjd
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: cannot parse {key} {header_value(value)} ({_first_line(exc)})") from exc
+    return t
+
+
+def header_value(v) -> str:
+    return repr(v) if isinstance(v, str) else str(v)
+
+
 def _obs_time(header, mjd=None, path="image") -> tuple[float, float | None]:
     """Observation mid-time (MJD, UTC) and exposure (s), with sanity checks (see the module docstring)."""
     exposure = _exposure(header, path)
     if mjd is not None:
+        if not MIN_MJD <= float(mjd) <= MAX_MJD:
+            raise InputError(f"{path}: --mjd {mjd} is outside MJD {MIN_MJD:.0f}-{MAX_MJD:.0f}")
         return float(mjd), exposure
     scale = str(header.get("TIMESYS", "UTC")).strip().lower()
     scale = scale if scale in ("utc", "tai", "tt") else "utc"
     start = date = None
     if "MJD-OBS" in header:
         try:
-            start = Time(float(header["MJD-OBS"]), format="mjd", scale=scale)
+            value = float(header["MJD-OBS"])
         except (TypeError, ValueError) as exc:
             raise InputError(f"{path}: cannot parse MJD-OBS {header['MJD-OBS']!r}") from exc
-    if "DATE-OBS" in header and str(header["DATE-OBS"]).strip():
-        try:
-            date = Time(str(header["DATE-OBS"]).strip(), scale=scale)
-        except ValueError as exc:
-            raise InputError(f"{path}: cannot parse DATE-OBS {header['DATE-OBS']!r}: {exc}") from exc
-    if start is not None and date is not None and "T" in str(header["DATE-OBS"]):
-        diff = abs(start.utc.mjd - date.utc.mjd) * 86400.0
-        if diff > TIME_TOLERANCE_S:
-            raise InputError(f"{path}: MJD-OBS = {header['MJD-OBS']} ({start.utc.isot}) contradicts DATE-OBS = "
-                             f"{header['DATE-OBS']} by {diff:.0f} s; fix the header or give the time with --mjd")
+        start = _parse_time(value, path, "MJD-OBS", format="mjd", scale=scale)
+    iso, has_time = _date_obs(header, path)
+    if iso is not None:
+        date = _parse_time(iso, path, "DATE-OBS", scale=scale)
+    if start is not None and date is not None:
+        if has_time:
+            diff = abs(start.utc.mjd - date.utc.mjd) * 86400.0
+            if diff > TIME_TOLERANCE_S:
+                raise InputError(f"{path}: MJD-OBS = {header['MJD-OBS']} ({start.utc.isot}) contradicts DATE-OBS = "
+                                 f"{iso} by {diff:.0f} s; fix the header or give the time with --mjd")
+        elif start.utc.isot[:10] != date.utc.isot[:10]:
+            raise InputError(f"{path}: MJD-OBS = {header['MJD-OBS']} ({start.utc.isot}) is not on DATE-OBS = "
+                             f"{iso}; fix the header or give the time with --mjd")
     start = start if start is not None else date
     if start is None:
         raise InputError(f"{path}: image has no observation time (MJD-OBS or DATE-OBS); give one with --mjd")
+    t0 = start.utc.mjd
+    if not MIN_MJD <= t0 <= MAX_MJD:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            when = start.utc.isot[:10]
+        raise InputError(f"{path}: observation time {when} = MJD {t0:.5f} (DATE-OBS/MJD-OBS) is outside MJD "
+                         f"{MIN_MJD:.0f}-{MAX_MJD:.0f}; fix the header or give the time with --mjd")
     now = Time.now().utc.mjd
-    if start.utc.mjd > now + FUTURE_SLACK_DAYS:
+    if t0 > now + FUTURE_SLACK_DAYS:
         raise InputError(f"{path}: observation time {start.utc.isot} (DATE-OBS/MJD-OBS) is in the future; "
                          "fix the header or give the time with --mjd")
-    mid = start.utc.mjd + (exposure / 2.0 / 86400.0 if exposure else 0.0)
+    mid = t0 + (exposure / 2.0 / 86400.0 if exposure else 0.0)
     return float(mid), exposure
 
 
@@ -329,61 +397,173 @@ def _freq(header) -> float | None:
     return frequency_hz(header)
 
 
-def _select_plane(data: np.ndarray, header, path, plane: int | None) -> tuple[np.ndarray, int | None]:
-    """The 2-D Stokes I image of a 2-4-D array: degenerate axes dropped, Stokes I chosen on a Stokes axis,
-    a spectral axis with several planes needs ``plane`` (0-based) or the image is refused."""
+def _select_plane(data: np.ndarray, header, path, plane: int | None,
+                  sky: tuple[int, int] = (1, 2)) -> tuple[np.ndarray, int | None]:
+    """The 2-D Stokes I image of a 2-4-D array whose sky axes are the FITS axes ``sky`` (any two, any order):
+    single-plane axes dropped (a Stokes one must be Stokes I), Stokes I chosen on a Stokes axis, a spectral
+    axis with several planes needs ``plane`` (0-based) or the image is refused. The result's axes are the sky
+    axes in FITS order (numpy: higher FITS axis first), as the celestial WCS has them."""
     nd = data.ndim
+    if max(sky) > nd:
+        raise InputError(f"{path}: the sky axes are FITS axes {sky[0]} and {sky[1]}, but the data have {nd} axes")
     chosen = None
     index = []
     # numpy axis k corresponds to FITS axis nd - k
-    for k in range(nd - 2):
+    for k in range(nd):
         ax = nd - k
+        if ax in sky:
+            index.append(slice(None))
+            continue
         n = data.shape[k]
         ctype = str(header.get(f"CTYPE{ax}", "")).strip().upper()
-        if n == 1:
-            index.append(0)
-        elif ctype.startswith("STOKES"):
+        if ctype.startswith("STOKES"):
             crval, cdelt = float(header.get(f"CRVAL{ax}", 1)), float(header.get(f"CDELT{ax}", 1))
             crpix = float(header.get(f"CRPIX{ax}", 1))
             codes = crval + (np.arange(1, n + 1) - crpix) * cdelt
             hit = np.flatnonzero(np.isclose(codes, 1.0))
             if not hit.size:
-                raise InputError(f"{path}: STOKES axis (CTYPE{ax}) has no Stokes I plane")
+                names = ", ".join(_STOKES.get(int(round(c)), f"{c:g}") for c in codes[:8])
+                raise InputError(f"{path}: the STOKES axis (CTYPE{ax}) holds {names}, no Stokes I plane; "
+                                 "forced photometry needs a Stokes I image")
             index.append(int(hit[0]))
+        elif n == 1:
+            index.append(0)
         else:
             if plane is None:
                 raise InputError(f"{path}: a cube with {n} planes on axis {ax} ({ctype or 'unnamed'}); measure one "
-                                 f"plane with plane=K (0..{n - 1}) or give the frequency-averaged (MFS) image")
+                                 f"plane with --plane K (Python: plane=K; 0..{n - 1}) or give the "
+                                 "frequency-averaged (MFS) image")
             if not 0 <= plane < n:
                 raise InputError(f"{path}: plane {plane} is outside axis {ax} ({ctype}), which has {n} planes")
             index.append(int(plane))
             chosen = int(plane)
-    return data[tuple(index)] if index else data, chosen
+    out = data[tuple(index)]
+    if out.ndim != 2:
+        raise InputError(f"{path}: cannot take a 2-D sky image from data of shape {data.shape}")
+    return out, chosen
 
 
 def read_header(path):
     """Header of the first image HDU (no pixel data read)."""
     path = Path(path)
     try:
-        with fits.open(path, memmap=True) as hdul:
-            for h in hdul:
-                if h.header.get("NAXIS", 0) >= 2 and (h.is_image if hasattr(h, "is_image") else True):
-                    return h.header.copy()
-    except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise InputError(f"{path}: not a readable FITS image ({exc})") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, memmap=True) as hdul:
+                for h in hdul:
+                    if h.header.get("NAXIS", 0) >= 2 and (h.is_image if hasattr(h, "is_image") else True):
+                        return h.header.copy()
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, zlib.error, EOFError, ... from any codec
+        raise InputError(f"{path}: not a readable FITS image ({_first_line(exc)})") from exc
     raise InputError(f"{path}: no image data in any HDU")
 
 
-def _celestial_wcs(header, path):
+def _read_pixels(path) -> tuple[np.ndarray, fits.Header]:
+    """Pixels (float64, BSCALE/BZERO applied, BLANK as NaN) and header of the first HDU holding an image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, memmap=False) as hdul:
+                hdu = next((h for h in hdul if getattr(h, "data", None) is not None and h.data.ndim >= 2), None)
+                if hdu is None:
+                    raise InputError(f"{path}: no image data in any HDU")
+                return np.asarray(hdu.data, dtype=np.float64), hdu.header
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, zlib.error, EOFError, ... from any codec
+        raise InputError(f"{path}: not a readable FITS image ({_first_line(exc)})") from exc
+
+
+_JY_BEAM = ("JY/BEAM", "JY/BM", "JANSKY/BEAM", "JYBEAM-1", "JY.BEAM-1", "BEAM-1JY", "JY/BEAM(S)")
+_PREFIX = {"": 1.0, "M": 1e-3, "U": 1e-6, "MICRO": 1e-6, "MILLI": 1e-3}
+
+
+def jyb_scale(header, path, what: str = "image") -> float:
+    """Factor taking the pixels to Jy/beam from BUNIT: Jy/beam (or no BUNIT) 1, mJy/beam 1e-3, uJy/beam 1e-6;
+    any other unit (K, Jy/pixel, MJy/sr, ...) is refused."""
+    raw = str(header.get("BUNIT", "")).strip().replace(" ", "").replace("\u00b5", "u").replace("\u03bc", "u")
+    if not raw:
+        return 1.0
+    up = raw.upper()
+    for prefix, scale in _PREFIX.items():
+        rest = up[len(prefix):] if up.startswith(prefix) else None
+        if rest is not None and rest in _JY_BEAM and not (prefix == "M" and raw.startswith("MJy")):   # MJy: mega
+            return scale
+    raise InputError(f"{path}: {what} BUNIT is {header.get('BUNIT')!r}; forced photometry needs Jy/beam "
+                     "(or mJy/beam, uJy/beam) images")
+
+
+def _first_line(exc) -> str:
+    """The message of an exception in one line (wcslib's 'ERROR n in f() at line ...' location line skipped)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not re.match(r"ERROR \d+ in \w+\(\) at line", ln)] or lines
+    return lines[0] if lines else type(exc).__name__
+
+
+def _full_wcs(header, path) -> WCS:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
+        warnings.simplefilter("ignore", AstropyWarning)
         try:
             wfull = WCS(header)
         except Exception as exc:  # noqa: BLE001 - astropy raises many kinds here
-            raise InputError(f"{path}: invalid WCS ({exc})") from exc
+            raise InputError(f"{path}: invalid WCS ({_first_line(exc)})") from exc
     if not wfull.has_celestial:
         raise InputError(f"{path}: no celestial WCS (RA/DEC axes) in the header")
-    return wfull.celestial
+    return wfull
+
+
+def sky_axes(header, path) -> tuple[int, int]:
+    """1-based FITS axes of (longitude, latitude)."""
+    w = _full_wcs(header, path).wcs
+    return w.lng + 1, w.lat + 1
+
+
+def _celestial_wcs(header, path):
+    """The celestial WCS (its two axes in the header's order) and its sky frame (None for ICRS/FK5 J2000)."""
+    cel = _full_wcs(header, path).celestial
+    return cel, sky_frame(cel, path)
+
+
+def sky_frame(wcs, path="image"):
+    """The astropy frame of a celestial WCS, or None when it is ICRS or FK5 J2000 (the catalogues' frame)."""
+    from astropy.wcs.utils import wcs_to_celestial_frame
+    try:
+        frame = wcs_to_celestial_frame(wcs)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: sky axes {'/'.join(wcs.wcs.ctype)} (RADESYS {wcs.wcs.radesys or '-'}) are in a "
+                         f"frame eselake cannot convert to ICRS ({_first_line(exc)})") from exc
+    if frame.name == "icrs" or (frame.name == "fk5" and abs(frame.equinox.jyear - 2000.0) < 1e-6):
+        return None
+    return frame
+
+
+def _convert(lon, lat, frame_from, frame_to):
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+    c = SkyCoord(np.asarray(lon, float) * u.deg, np.asarray(lat, float) * u.deg, frame=frame_from)
+    sph = c.transform_to(frame_to).spherical
+    return sph.lon.deg, sph.lat.deg
+
+
+def sky_to_pixel(wcs, frame, ra_deg, dec_deg):
+    """0-based pixel (x, y) of ICRS positions (deg) on a celestial WCS in ``frame`` (None: ICRS)."""
+    lon, lat = (ra_deg, dec_deg) if frame is None else _convert(ra_deg, dec_deg, "icrs", frame)
+    world = (lon, lat) if wcs.wcs.lng == 0 else (lat, lon)
+    x, y = wcs.all_world2pix(np.asarray(world[0], float), np.asarray(world[1], float), 0)
+    return np.asarray(x), np.asarray(y)
+
+
+def pixel_to_sky(wcs, frame, x, y):
+    """ICRS (ra, dec) in deg of 0-based pixels on a celestial WCS in ``frame`` (None: ICRS)."""
+    a, b = wcs.all_pix2world(np.asarray(x, float), np.asarray(y, float), 0)
+    lon, lat = (a, b) if wcs.wcs.lng == 0 else (b, a)
+    if frame is None:
+        return np.asarray(lon), np.asarray(lat)
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    ra, dec = np.full(np.shape(lon), np.nan), np.full(np.shape(lat), np.nan)
+    if ok.any():
+        ra[ok], dec[ok] = _convert(np.asarray(lon)[ok], np.asarray(lat)[ok], frame, "icrs")
+    return ra, dec
 
 
 def pixel_scale_deg(wcs) -> tuple[float, float]:
@@ -409,10 +589,12 @@ def check_beam(bmaj, bmin, wcs, path, source="BMAJ/BMIN") -> None:
 
 
 def image_identity(header, path, *, beam=None, mjd=None, kind: str = "image", plane: int | None = None):
-    """(telescope, ra_center, dec_center, mjd, freq_hz) of an image from its header alone (cheap)."""
-    wcs = _celestial_wcs(header, path)
-    nx, ny = int(header.get("NAXIS1", 0)), int(header.get("NAXIS2", 0))
-    ra_c, dec_c = wcs.all_pix2world([(nx - 1) / 2.0], [(ny - 1) / 2.0], 0)
+    """(telescope, ra_center, dec_center, mjd, freq_hz) of an image from its header alone (cheap); the centre
+    in ICRS (deg)."""
+    wcs, frame = _celestial_wcs(header, path)
+    lng, lat = sky_axes(header, path)
+    nx, ny = (int(header.get(f"NAXIS{a}", 0)) for a in sorted((lng, lat)))
+    ra_c, dec_c = pixel_to_sky(wcs, frame, [(nx - 1) / 2.0], [(ny - 1) / 2.0])
     t, _ = _obs_time(header, mjd, path)
     tel = str(header.get("TELESCOP", "")).strip() or None
     return tel, float(ra_c[0]) % 360.0, float(dec_c[0]), t, frequency_hz(header, plane or 0)
@@ -431,35 +613,31 @@ def read_image(path, *, beam=None, mjd=None, check_unit=True, plane: int | None 
     path = Path(path)
     header = read_header(path)
     # everything that can be checked from the header is checked before the pixels are read
-    wcs = _celestial_wcs(header, path)
-    bmaj, bmin, bpa = _beam(header, beam)
+    wcs, frame = _celestial_wcs(header, path)
+    sky = sky_axes(header, path)
+    bmaj, bmin, bpa = _beam(header, beam, path)
     check_beam(bmaj, bmin, wcs, path, "--beam" if beam is not None else "BMAJ/BMIN")
     mjd, exposure = _obs_time(header, mjd, path)
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            hdu = next((h for h in hdul if getattr(h, "data", None) is not None and h.data.ndim >= 2), None)
-            if hdu is None:
-                raise InputError(f"{path}: no image data in any HDU")
-            header = hdu.header
-            data = np.asarray(hdu.data, dtype=np.float64)
-    except InputError:
-        raise
-    except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise InputError(f"{path}: not a readable FITS image ({exc})") from exc
-    data, plane = _select_plane(data, header, path, plane)
-    bunit = str(header.get("BUNIT", "")).strip().upper().replace(" ", "")
-    if check_unit and bunit and bunit not in ("JY/BEAM", "JY/BM", "JANSKY/BEAM", "JYBEAM-1", "JY.BEAM-1", "BEAM-1JY"):
-        raise InputError(f"{path}: BUNIT is {header.get('BUNIT')!r}; forced photometry needs Jy/beam images")
+    scale = jyb_scale(header, path) if check_unit else 1.0
+    # integer pixels (BITPIX > 0) are quantised in steps of BSCALE (read before astropy rescales the header)
+    quantum = abs(float(header.get("BSCALE", 1.0) or 1.0)) * scale if int(header.get("BITPIX", -32)) > 0 else 0.0
+    data, header = _read_pixels(path)
+    data, plane = _select_plane(data, header, path, plane, sky)
+    if scale != 1.0:
+        data *= scale
     if not np.isfinite(data).any():
         raise InputError(f"{path}: image has no finite pixels (all NaN/blank)")
-    blank, _, floor = blank_and_noise(data, bmin / pixel_scale_deg(wcs)[1])
+    with np.errstate(invalid="ignore"):
+        absurd = np.abs(data) > ABSURD_JYB
+    blank, _, floor = blank_and_noise(np.where(absurd, np.nan, data), bmin / pixel_scale_deg(wcs)[1], quantum)
+    blank |= absurd
     n_blank = int(blank.sum())
     if n_blank:
         data[blank] = np.nan
         if not np.isfinite(data).any():
             raise InputError(f"{path}: image has no valid pixels (all blank, constant or zero)")
     ny, nx = data.shape
-    ra_c, dec_c = wcs.all_pix2world([(nx - 1) / 2.0], [(ny - 1) / 2.0], 0)
+    ra_c, dec_c = pixel_to_sky(wcs, frame, [(nx - 1) / 2.0], [(ny - 1) / 2.0])
     rms = robust_rms(data)
     if not (rms > 0):
         raise InputError(f"{path}: image rms is {rms}; the image is constant or empty")
@@ -468,15 +646,13 @@ def read_image(path, *, beam=None, mjd=None, check_unit=True, plane: int | None 
                       exposure_s=exposure, freq_hz=frequency_hz(header, plane or 0), rms_jyb=rms,
                       ra_center_deg=float(ra_c[0]) % 360.0, dec_center_deg=float(dec_c[0]),
                       telescope=str(header.get("TELESCOP", "")).strip() or None, noise_floor_jyb=floor,
-                      n_blank=n_blank, plane=plane)
+                      n_blank=n_blank, plane=plane, frame=frame)
 
 
 def read_noise_map(path, shape) -> np.ndarray:
-    """Read an rms/noise map (Jy/beam) matching an image's shape."""
-    try:
-        data = np.asarray(fits.getdata(path), dtype=np.float64)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable FITS noise map ({exc})") from exc
+    """Read an rms/noise map matching an image's shape, in Jy/beam (BUNIT Jy/beam, mJy/beam or uJy/beam)."""
+    data, header = _read_pixels(path)
+    data *= jyb_scale(header, path, "noise map")
     while data.ndim > 2:
         data = data[0]
     if data.shape != tuple(shape):

@@ -136,7 +136,8 @@ def _correlated_noise_factor(K: np.ndarray, cinv: np.ndarray) -> np.ndarray:
     ly, lx = np.meshgrid(lag, lag, indexing="ij")
     R = np.exp(-0.5 * _quad(cinv, lx[None], ly[None]))
     ktk = (K * K).sum(axis=(1, 2))
-    return np.sqrt(np.maximum((auto * R).sum(axis=(1, 2)), 0.0)) / ktk
+    with np.errstate(divide="ignore", invalid="ignore"):      # an all-blank kernel: NaN (the source is flagged)
+        return np.sqrt(np.maximum((auto * R).sum(axis=(1, 2)), 0.0)) / ktk
 
 
 def forced_photometry(data: np.ndarray, x: np.ndarray, y: np.ndarray, beam_cov_pix: np.ndarray, *,

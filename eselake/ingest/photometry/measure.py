@@ -36,15 +36,15 @@ _IMAGE = re.compile(r"([._-])image(\.tt0)?$", re.I)
 _NOT_SKY = re.compile(r"(^|[._-])(psf|residual|model|pb|sumwt|weight|weights|beam|mask|dirty|alpha|spix|"
                       r"tt[1-9]|rms|noise|bkg|background|flux|pbcoverage|avgpb)([._-]|$)", re.I)
 _RANK = {"pbcor": 0, "sky": 1, "image": 2}
+_FITS_NAME = re.compile(r"(.+)\.(?:fits|fit|fts)(?:\.(?:gz|fz|bz2))?")
 
 
 def product_kind(path) -> str | None:
     """'pbcor' (primary-beam corrected), 'image' (restored, flat noise, not pb-corrected), 'sky' (any other
     FITS image), or None for imager by-products (psf, residual, model, pb, beam, dirty, weights, ...)."""
-    name = Path(path).name.lower()
-    if not name.endswith((".fits", ".fit", ".fts")):
+    stem = _fits_stem(path)
+    if stem is None:
         return None
-    stem = name.rsplit(".", 1)[0]
     if _PBCOR.search(stem):
         return "pbcor"
     if _IMAGE.search(stem):
@@ -54,10 +54,17 @@ def product_kind(path) -> str | None:
     return "sky"
 
 
+def _fits_stem(path) -> str | None:
+    """The lower-case name without its FITS suffix (.fits, .fit, .fts, each optionally .gz/.fz/.bz2), or None."""
+    m = _FITS_NAME.fullmatch(Path(path).name.lower())
+    return m.group(1) if m else None
+
+
 def observation_stem(path) -> str:
     """The name an imager's products of one observation share: 'tile' for tile.image.fits/tile.pbcor.fits,
     'obs' for obs-image.fits/obs-image-pb.fits."""
-    stem = Path(path).name.rsplit(".", 1)[0]
+    name = Path(path).name
+    stem = name[:len(_fits_stem(path) or name.rsplit(".", 1)[0])]
     for pat in (_PBCOR, _IMAGE):
         stem = pat.sub("", stem)
     return stem
@@ -244,11 +251,13 @@ def _measure_worker(lake_path: str, fits_path: str, kwargs: dict):
         return fits_path, None, f"{type(exc).__name__}: {exc}"
 
 
-def find_images(image_dir, pattern: str = "*.fits") -> list[Path]:
+def find_images(image_dir, pattern: str = "*") -> list[Path]:
     """Sky images under ``image_dir`` (recursively), one per observation: imager by-products (psf, residual,
     model, pb, beam, ...) are skipped, and of the products of one observation (same folder and product stem,
     or the same observation id in the header) the primary-beam-corrected image is kept
-    (``*.pbcor.fits``, ``*-image-pb.fits``) rather than the flat-noise ``*.image.fits`` / ``*-image.fits``."""
+    (``*.pbcor.fits``, ``*-image-pb.fits``) rather than the flat-noise ``*.image.fits`` / ``*-image.fits``.
+    Files named ``pattern`` (default: any name) ending in .fits, .fit or .fts, optionally compressed
+    (.gz, .fz, .bz2)."""
     root = Path(image_dir)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
