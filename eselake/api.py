@@ -244,20 +244,14 @@ def cutout_png(path: str, ra: float, dec: float, size_deg: float, scale: int = 4
     scale from -2 rms to ``vmax`` (Jy/beam; default the brightest pixel), a cross-hair gap marking the
     position."""
     import numpy as np
-    from astropy.io import fits
     from astropy.nddata import Cutout2D
-    from astropy.wcs import WCS
-    from astropy.coordinates import SkyCoord
     import astropy.units as u
 
-    with fits.open(path, memmap=True) as hdul:
-        hdu = next(h for h in hdul if getattr(h, "data", None) is not None and h.data.ndim >= 2)
-        data = np.asarray(hdu.data, dtype=float)
-        while data.ndim > 2:
-            data = data[0]
-        wcs = WCS(hdu.header).celestial
-    pos = SkyCoord(ra * u.deg, dec * u.deg)
-    cut = Cutout2D(data, pos, size_deg * u.deg, wcs=wcs, mode="partial", fill_value=np.nan)
+    from eselake.ingest.photometry.fitsimage import read_sky_plane, sky_to_pixel
+
+    data, wcs, frame = read_sky_plane(path)           # Stokes I, any axis order and sky frame
+    x, y = sky_to_pixel(wcs, frame, ra, dec)
+    cut = Cutout2D(data, (float(x), float(y)), size_deg * u.deg, wcs=wcs, mode="partial", fill_value=np.nan)
     img = cut.data
     finite = img[np.isfinite(img)]
     if finite.size == 0:

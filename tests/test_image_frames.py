@@ -178,3 +178,25 @@ def test_compressed_files_read_and_found(lake, tmp_path):
     bad.write_bytes(gzip.compress(raw.read_bytes())[:40] + b"\0" * 4000)
     with pytest.raises(InputError, match=r"bad\.fits\.gz: not a readable FITS image \([^\n]*\)$"):
         read_image(bad)
+
+
+def test_cutout_centred_on_the_source_in_any_frame(tmp_path):
+    """The web page's postage stamp of a source in a galactic, Dec-first, STOKES-first image: the source at
+    its centre."""
+    import struct
+    import zlib
+
+    from eselake.api import cutout_png
+
+    h = _header("galactic", lat_first=True)
+    sky = _render(h).astype(np.float32)
+    path = _write(tmp_path / "g.fits", np.stack([0.01 * sky, sky]), h, CTYPE3="STOKES", CRVAL3=2.0, CDELT3=-1.0,
+                  CRPIX3=1.0)                              # numpy (STOKES, ...): Q then I
+    src = _sources()
+    png = cutout_png(str(path), src["ra_deg"][0].as_py(), src["dec_deg"][0].as_py(), 0.04, scale=1)
+    w, hgt = struct.unpack(">II", png[16:24])
+    raw = zlib.decompress(png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8])
+    img = np.frombuffer(raw, np.uint8).reshape(hgt, w + 1)[:, 1:].astype(float)
+    img[hgt // 2, :] = img[:, w // 2] = 0                   # the cross-hair ticks
+    cy, cx = np.unravel_index(np.argmax(img), img.shape)
+    assert abs(cy - hgt / 2) <= 2 and abs(cx - w / 2) <= 2

@@ -649,6 +649,18 @@ def read_image(path, *, beam=None, mjd=None, check_unit=True, plane: int | None 
                       n_blank=n_blank, plane=plane, frame=frame)
 
 
+def read_sky_plane(path, plane: int = 0):
+    """(2-D pixels in Jy/beam, celestial WCS, sky frame) of an image, cheaply (no blank search or rms): the
+    Stokes I plane, ``plane`` of a cube (for display: cut-outs)."""
+    header = read_header(path)
+    wcs, frame = _celestial_wcs(header, path)
+    sky = sky_axes(header, path)
+    scale = jyb_scale(header, path)
+    data, header = _read_pixels(path)
+    data, _ = _select_plane(data, header, path, plane, sky)
+    return data * scale, wcs, frame
+
+
 def read_noise_map(path, shape) -> np.ndarray:
     """Read an rms/noise map matching an image's shape, in Jy/beam (BUNIT Jy/beam, mJy/beam or uJy/beam)."""
     data, header = _read_pixels(path)
