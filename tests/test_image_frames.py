@@ -200,3 +200,20 @@ def test_cutout_centred_on_the_source_in_any_frame(tmp_path):
     img[hgt // 2, :] = img[:, w // 2] = 0                   # the cross-hair ticks
     cy, cx = np.unravel_index(np.argmax(img), img.shape)
     assert abs(cy - hgt / 2) <= 2 and abs(cx - w / 2) <= 2
+
+
+def test_background_subtracted_only_when_the_image_has_one(lake, tmp_path):
+    """A pedestal plus a gradient (single-dish-like or diffuse emission) is removed: the sources come out at
+    their fluxes, not biased by twice the pedestal; a zero-mean interferometric image is left untouched."""
+    from eselake.ingest.photometry.fitsimage import background_map
+
+    h = _header()
+    sky = _render(h)
+    assert background_map(sky, BEAM / PIX) is None
+    assert read_image(_write(tmp_path / "flat.fits", sky.astype(np.float32), h)).background_jyb == 0.0
+    ramp = 0.25 + 0.002 * (np.arange(N)[None, :] - N / 2) * np.ones((N, 1))
+    path = _write(tmp_path / "bkg.fits", (sky + ramp).astype(np.float32), h)
+    assert read_image(path).background_jyb == pytest.approx(0.25, abs=0.01)
+    got = _measure(lake, path)
+    for sid, flux in TRUTH.items():
+        assert got[sid] == pytest.approx(flux, abs=0.01)

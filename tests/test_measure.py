@@ -138,7 +138,9 @@ def test_aegean_synthetic_grid(lake):
         fx, fy = d[yy, xx - 1:xx + 2], d[yy - 1:yy + 2, xx]
         xs.append(xx + 0.5 * (fx[0] - fx[2]) / (fx[0] - 2 * fx[1] + fx[2]))
         ys.append(yy + 0.5 * (fy[0] - fy[2]) / (fy[0] - 2 * fy[1] + fy[2]))
-    truth = (c * 10 + r + 1) * 0.5
+    # the grid's first row (r = 0) is empty: source k = 10 c + r - 1 has peak (k + 1) * 0.5 Jy/beam, on the
+    # image's 0.25 Jy/beam pedestal (which the reading subtracts: unsubtracted it would add 2 x 0.25 Jy)
+    truth = (c * 10 + r) * 0.5
     bright = (truth >= 5.0) & (r >= 1)
     ra, dec = img.wcs.all_pix2world(np.array(xs)[bright], np.array(ys)[bright], 0)
     sources = pa.table({"source_id": [f"G{k:02d}" for k in np.flatnonzero(bright)], "ra_deg": ra, "dec_deg": dec})

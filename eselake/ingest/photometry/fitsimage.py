@@ -11,6 +11,8 @@ Checks made on every image (each failure is an InputError naming the file and th
 - sky axes and frame: RA/Dec (or GLON/GLAT, ELON/ELAT) on any two FITS axes in either order, in any frame
   astropy knows (ICRS, FK5, FK4/B1950, galactic, ecliptic); catalogue positions (ICRS) are converted into it
   (FK5 J2000 is taken as ICRS: they differ by < 0.03 arcsec); a single-plane Stokes axis must be Stokes I;
+- background: a smooth background (a pedestal, large-scale emission) is subtracted when the image has a
+  significant one (``background_map``); zero-mean interferometric images are left as they are;
 - units: BUNIT Jy/beam, mJy/beam or uJy/beam (scaled to Jy/beam), for images and noise maps;
 - blanks: NaN, absurd values (|v| > ``ABSURD_JYB``, e.g. -1e30 sentinels), and pseudo-blank regions found by
   value statistics (runs of one constant value, or patches of values far below the noise, e.g. 1e-7 Jy/beam
@@ -45,6 +47,7 @@ MAX_EXPOSURE_S = 86400.0     # an exposure longer than a day is a unit error (ms
 FUTURE_SLACK_DAYS = 1.0
 MIN_MJD, MAX_MJD = 30000.0, 100000.0   # observation times outside (1941-2132) are header errors
 ABSURD_JYB = 1e12            # |pixel| above this (Jy/beam) is a blank sentinel (e.g. -1e30), not sky
+BACKGROUND_Z2 = 9.0          # tile medians scattering about 0 by more than 3x their noise: a background
 COARSE_QUANTUM = 1e-3        # integer data quantised more coarsely than this x the noise: runs of equal values are sky
 _TIME_KEYS = ("TIME-OBS", "UT", "UTSTART", "UT-START")   # time of day beside a date-only DATE-OBS
 _STOKES = {1: "I", 2: "Q", 3: "U", 4: "V", -1: "RR", -2: "LL", -3: "RL", -4: "LR", -5: "XX", -6: "YY", -7: "XY",
@@ -71,6 +74,7 @@ class RadioImage:
     n_blank: int = 0                        # pseudo-blank pixels set to NaN (constant runs, near-zero fill)
     plane: int | None = None                # cube plane measured (None for 2-D images / single planes)
     frame: object = None                    # the image's sky frame (astropy), None for ICRS / FK5 J2000
+    background_jyb: float = 0.0             # median of the background subtracted (0: none, see background_map)
 
     @property
     def shape(self):
@@ -119,9 +123,15 @@ def robust_rms(data: np.ndarray, max_samples: int = 1_000_000) -> float:
 
 
 def _block_rms(data: np.ndarray, block: int = 32) -> np.ndarray:
-    """MAD rms of the finite pixels of each block x block tile, from a grid of at most 16 x 16 samples per
-    tile (noise is correlated over a beam: a sparser grid loses little); NaN where fewer than a quarter of
-    the samples are finite."""
+    """MAD rms of the finite pixels of each block x block tile (see ``_block_stats``)."""
+    return _block_stats(data, block)[1]
+
+
+def _block_stats(data: np.ndarray, block: int = 32, clip: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """(median, MAD rms, tile side in pixels) of the finite pixels of each block x block tile, from a grid of
+    at most 16 x 16 samples per tile (noise is correlated over a beam: a sparser grid loses little); NaN where
+    fewer than a quarter of the samples are finite. ``clip`` iterations drop samples 3 MAD rms from the median
+    (sources) before the statistics are taken again."""
     stride = max(1, block // 16)
     d = data[::stride, ::stride]
     b = block // stride
@@ -130,14 +140,43 @@ def _block_rms(data: np.ndarray, block: int = 32) -> np.ndarray:
     d = d.reshape(d.shape[0] // b, b, d.shape[1] // b, b).swapaxes(1, 2).reshape(d.shape[0] // b, d.shape[1] // b, -1)
     n = np.isfinite(d).sum(axis=-1)
     ok = n >= max(8, b * b // 4)
-    mid = np.maximum((n - 1) // 2, 0)[..., None]
 
-    def median(x):                  # NaN-aware median by sorting (NaN sort last): much faster than nanmedian
-        return np.take_along_axis(np.sort(x, axis=-1), mid, axis=-1)
+    def median(x, n):               # NaN-aware median by sorting (NaN sort last): much faster than nanmedian
+        return np.take_along_axis(np.sort(x, axis=-1), np.maximum((n - 1) // 2, 0)[..., None], axis=-1)
 
-    med = median(d)
-    mad = median(np.abs(d - med))[..., 0] * 1.4826
-    return np.where(ok, mad, np.nan)
+    med = median(d, n)
+    mad = median(np.abs(d - med), n)[..., 0] * 1.4826
+    for _ in range(clip):
+        with np.errstate(invalid="ignore"):
+            d = np.where(np.abs(d - med) <= 3.0 * mad[..., None], d, np.nan)
+        n = np.isfinite(d).sum(axis=-1)
+        med = median(d, n)
+        mad = median(np.abs(d - med), n)[..., 0] * 1.4826
+    return np.where(ok, med[..., 0], np.nan), np.where(ok, mad, np.nan), b * stride
+
+
+def background_map(data: np.ndarray, beam_fwhm_pix: float) -> np.ndarray | None:
+    """The image's smooth background (Jy/beam) to subtract, or None when it has none to speak of.
+
+    Sigma-clipped medians of tiles ~8 beams wide, bilinearly interpolated between tile centres (as PySE and BANE do), used
+    only when they scatter about zero by more than three times their own noise (mean of (median / error)^2 >
+    ``BACKGROUND_Z2``, error 1.25 rms / sqrt(beams per tile)): a pedestal or large-scale emission is removed,
+    while a zero-mean interferometric image is left exactly as it is."""
+    block = int(np.clip(8 * beam_fwhm_pix, 32, 256))
+    med, rms, tile = _block_stats(data, block, clip=3)
+    ok = np.isfinite(med) & (rms > 0)
+    if not ok.any():
+        return None
+    err = 1.2533 * rms / np.sqrt(tile * tile / (1.1331 * beam_fwhm_pix ** 2))
+    if not np.mean((med[ok] / err[ok]) ** 2) > BACKGROUND_Z2:
+        return None
+    near = ndimage.distance_transform_edt(~ok, return_distances=False, return_indices=True)
+    grid = med[tuple(near)]                           # tiles without a median take their nearest one's
+
+    def weights(n, m):                                # (n pixels, m tiles) linear interpolation weights
+        centres = (np.arange(m) + 0.5) * tile - 0.5
+        return np.stack([np.interp(np.arange(n), centres, np.eye(m)[j]) for j in range(m)], axis=1)
+    return weights(data.shape[0], grid.shape[0]) @ grid @ weights(data.shape[1], grid.shape[1]).T
 
 
 def _runs(mask: np.ndarray, length: int, axis: int) -> np.ndarray:
@@ -636,6 +675,9 @@ def read_image(path, *, beam=None, mjd=None, check_unit=True, plane: int | None 
         data[blank] = np.nan
         if not np.isfinite(data).any():
             raise InputError(f"{path}: image has no valid pixels (all blank, constant or zero)")
+    bkg = background_map(data, bmin / pixel_scale_deg(wcs)[1])
+    if bkg is not None:
+        data -= bkg
     ny, nx = data.shape
     ra_c, dec_c = pixel_to_sky(wcs, frame, [(nx - 1) / 2.0], [(ny - 1) / 2.0])
     rms = robust_rms(data)
@@ -646,7 +688,8 @@ def read_image(path, *, beam=None, mjd=None, check_unit=True, plane: int | None 
                       exposure_s=exposure, freq_hz=frequency_hz(header, plane or 0), rms_jyb=rms,
                       ra_center_deg=float(ra_c[0]) % 360.0, dec_center_deg=float(dec_c[0]),
                       telescope=str(header.get("TELESCOP", "")).strip() or None, noise_floor_jyb=floor,
-                      n_blank=n_blank, plane=plane, frame=frame)
+                      n_blank=n_blank, plane=plane, frame=frame,
+                      background_jyb=float(np.nanmedian(bkg)) if bkg is not None else 0.0)
 
 
 def read_sky_plane(path, plane: int = 0):
