@@ -158,12 +158,12 @@ def _block_stats(data: np.ndarray, block: int = 32, clip: int = 0) -> tuple[np.n
 def background_map(data: np.ndarray, beam_fwhm_pix: float) -> np.ndarray | None:
     """The image's smooth background (Jy/beam) to subtract, or None when it has none to speak of.
 
-    Sigma-clipped medians of tiles ~8 beams wide, bilinearly interpolated between tile centres (as PySE and BANE do), used
+    Sigma-clipped medians of tiles ~12 beams wide, bilinearly interpolated between tile centres (as PySE and BANE do), used
     only when they scatter about zero by more than three times their own noise (mean of (median / error)^2 >
     ``BACKGROUND_Z2``, error 1.25 rms / sqrt(beams per tile)): a pedestal or large-scale emission is removed,
     while a zero-mean interferometric image is left exactly as it is."""
-    block = int(np.clip(8 * beam_fwhm_pix, 32, 256))
-    med, rms, tile = _block_stats(data, block, clip=3)
+    block = int(np.clip(12 * beam_fwhm_pix, 48, 384))
+    med, rms, tile = _block_stats(data, block, clip=2)
     ok = np.isfinite(med) & (rms > 0)
     if not ok.any():
         return None
@@ -173,9 +173,19 @@ def background_map(data: np.ndarray, beam_fwhm_pix: float) -> np.ndarray | None:
     near = ndimage.distance_transform_edt(~ok, return_distances=False, return_indices=True)
     grid = med[tuple(near)]                           # tiles without a median take their nearest one's
 
-    def weights(n, m):                                # (n pixels, m tiles) linear interpolation weights
-        centres = (np.arange(m) + 0.5) * tile - 0.5
-        return np.stack([np.interp(np.arange(n), centres, np.eye(m)[j]) for j in range(m)], axis=1)
+    def weights(n, m):       # (n pixels, m tiles) linear interpolation weights, extrapolated beyond the centres
+        w = np.zeros((n, m))
+        if m == 1:
+            w[:, 0] = 1.0
+            return w
+        start = np.arange(m) * tile
+        centres = (start + np.minimum(start + tile, n) - 1) / 2.0       # the last tile may be partial
+        p = np.arange(n)
+        j = np.clip(np.searchsorted(centres, p, side="right") - 1, 0, m - 2)
+        f = (p - centres[j]) / (centres[j + 1] - centres[j])
+        w[np.arange(n), j] = 1.0 - f
+        w[np.arange(n), j + 1] = f
+        return w
     return weights(data.shape[0], grid.shape[0]) @ grid @ weights(data.shape[1], grid.shape[1]).T
 
 
