@@ -274,3 +274,22 @@ def test_image_gains_against_numpy_with_ties_clipping_and_few_references():
             assert row["norm_ok"] and row["gain"] == pytest.approx(gain) and row["gain_err"] == pytest.approx(err)
         else:
             assert not row["norm_ok"] and row["gain"] is None
+
+
+def test_a_source_list_without_sizes_keeps_the_references(tmp_path):
+    """A plain source list (no major-axis column: sizes NaN) says nothing about sizes: its sources stay compact,
+    so loading it must not take every reference away (every image would be flagged too_few_refs)."""
+    from eselake.ingest.catalogs.catalog import parse_catalog
+
+    sim = simulate_photometry(30, 40, noise_jy=1e-3, frac_noise=0.01, gain_sigma=0.03, seed=2)
+    lake = _lake_with(tmp_path, sim)
+    before = lake.sql("SELECT count(*) FILTER (WHERE is_reference) AS n FROM source_baselines")["n"][0]
+    ids = lake.sql("SELECT DISTINCT source_id FROM measurements ORDER BY 1")["source_id"].to_list()
+    from astropy.table import Table
+    lake.write_catalog("sources", parse_catalog(Table({"name": ids, "ra": [10.0] * len(ids),
+                                                       "dec": np.linspace(1, 2, len(ids))}), "sources"))
+    refresh(lake, full=True)
+    after = lake.sql("SELECT count(*) FILTER (WHERE is_reference) AS n, bool_and(compact) AS c "
+                     "FROM source_baselines")
+    assert before >= 20 and after["n"][0] == before and after["c"][0]
+    assert lake.sql("SELECT bool_and(norm_ok) AS ok FROM image_gains")["ok"][0]

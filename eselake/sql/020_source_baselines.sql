@@ -1,5 +1,5 @@
 -- view: source_baselines
--- version: 5
+-- version: 6
 -- Per source: the robust baseline flux used by the ensemble normalisation, and whether the source may
 -- serve as a reference. Only clean measurements count (flags edge|nan|blended|outside = 15 clear), of the images
 -- of reference_nights (about 1000 images, whole nights spread evenly in time): a median of ~1000 measurements is
@@ -48,7 +48,9 @@ prelim AS (
     FROM bright r JOIN pq p USING (image_id) GROUP BY r.image_id
 ),
 shape AS (
-    SELECT source_id, max(major_arcsec) AS major_arcsec FROM catalog_sources GROUP BY source_id
+    -- (a catalogue without sizes stores NaN: unknown, so compact; NaN would sort above every size)
+    SELECT source_id, max(major_arcsec) FILTER (WHERE isfinite(major_arcsec)) AS major_arcsec
+    FROM catalog_sources GROUP BY source_id
 ),
 scatter AS (
     SELECT c.source_id,
