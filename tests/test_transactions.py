@@ -79,6 +79,50 @@ def test_remeasure_finds_rows_of_a_killed_ingest_in_another_night(tmp_path, monk
     assert lake._nights_of_images(["not-an-image"]) == []
 
 
+def test_first_ingest_killed_between_its_commits_is_not_doubled(tmp_path, monkeypatch):
+    """The lake's very first ingest killed after its photometry commit (no images table yet): running it again
+    replaces the hidden rows rather than adding a second copy."""
+    from eselake.lake import delta
+    lake = Lake(tmp_path / "lake")
+    real = delta.commit
+
+    def killed(root, name, table, **kw):
+        if name == "images":
+            raise SystemExit("killed")
+        return real(root, name, table, **kw)
+    monkeypatch.setattr(delta, "commit", killed)
+    with pytest.raises(SystemExit):
+        lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
+    monkeypatch.setattr(delta, "commit", real)
+    lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
+    assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 20
+
+
+def _ingest_same(path, barrier, rounds):
+    lake = Lake(path)
+    for k in range(rounds):
+        barrier.wait()
+        images = pa.Table.from_pylist([_image(f"new{k}-{j}", 60020.5 + j / 100) for j in range(3)])
+        phot = pa.concat_tables([_phot(f"new{k}-{j}", 60020.5 + j / 100, 2.0) for j in range(3)])
+        lake.commit_batch(images, phot)
+
+
+def test_concurrent_ingests_of_the_same_new_images_never_double(tmp_path):
+    """Two processes ingest the same new images at the same moment: one copy of each image's rows."""
+    lake = Lake(tmp_path / "lake")
+    lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_ingest_same, args=(str(lake.path), barrier, 6)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+        assert p.exitcode == 0
+    assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 20 + 6 * 3 * 20
+    assert lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 1 + 6 * 3
+
+
 def _remeasure(path, rounds, value):
     lake = Lake(path)
     for _ in range(rounds):

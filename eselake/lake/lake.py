@@ -362,27 +362,24 @@ class Lake:
         info = {"ingest_id": ingest_id, "images": len(ids), "rows": phot.num_rows}
         if len(ids) <= 20:
             info["image_ids"] = ids
+        # always replace-where (never a blind append): a concurrent commit of the same images conflicts with this
+        # one's read of their nights, and the retry replaces its rows instead of adding a second copy
+        nights = set(night.values()) | set(old_nights)
+        pred = f"{delta.in_list('night', nights)} AND {delta.in_list('image_id', ids)}"
         for table, name in ((phot, "photometry"), (img, "images")):
-            if not old_nights:
-                delta.commit(self.path, name, table, mode="append", partition_by=["night"],
-                             operation=operation, info=info, configuration=CDF)
-            else:
-                nights = set(night.values()) | set(old_nights)
-                pred = f"{delta.in_list('night', nights)} AND {delta.in_list('image_id', ids)}"
-                delta.commit(self.path, name, table, mode="overwrite", predicate=pred, partition_by=["night"],
-                             operation=operation, info=info)
+            delta.commit(self.path, name, table, mode="overwrite", predicate=pred, partition_by=["night"],
+                         operation=operation, info=info, configuration=CDF)
         return ingest_id
 
     def _nights_of_images(self, ids: list[str]) -> list[str]:
-        """Nights in which any of ``ids`` is committed now (to replace their rows wherever they are)."""
-        dt = delta.open_table(self.path, "images")
-        if dt is None:
-            return []
-        nights = delta.nights_holding(dt, ids)
-        # photometry may hold rows of an image whose images row was never committed (killed ingest)
-        pdt = delta.open_table(self.path, "photometry")
-        if pdt is not None:
-            nights |= delta.nights_holding(pdt, ids)
+        """Nights in which any of ``ids`` is committed now (to replace their rows wherever they are); photometry
+        may hold rows of an image whose images row was never committed (an ingest killed between its commits,
+        the lake's first included)."""
+        nights: set[str] = set()
+        for name in ("images", "photometry"):
+            dt = delta.open_table(self.path, name)
+            if dt is not None:
+                nights |= delta.nights_holding(dt, ids)
         return sorted(n for n in nights if n)
 
     def refresh(self, *, full: bool = False, progress=None) -> dict:
