@@ -77,3 +77,19 @@ def test_vacuum_and_check_fix_remove_only_what_no_version_needs(tmp_path):
         fh.write(b"PAR1 not really")
     res = _cli(lake, "lake", "check")
     assert res.exit_code == 1 and "unreadable file" in res.output
+
+
+def test_vacuum_leaves_derived_data_current(tmp_path):
+    """Vacuum commits to the derived tables (the references included) but changes no data: nothing becomes
+    stale, and the next refresh has nothing to do (not a full refresh with a new reference set)."""
+    from eselake.lake.derived import derived_state
+
+    lake, sim = _per_image_lake(tmp_path / "lake")
+    img = sim.images.to_pylist()[0]
+    lake.commit_image(img, sim.photometry.filter(pa.compute.equal(sim.photometry.column("image_id"), img["image_id"])))
+    refresh(lake, full=True)                       # a new reference set: the old one's files are vacuumed
+    before = derived_state(lake)
+    assert not [n for n, s in before.items() if s.startswith("stale")], before
+    maintain.vacuum(lake, retention_hours=0)
+    assert derived_state(lake) == before
+    assert refresh(lake)["mode"] not in ("full",)

@@ -85,7 +85,7 @@ def _wanted(snaps: dict, dsnaps: dict, name: str) -> dict:
 
 def _is_current(snaps, dsnaps, name: str, root=None) -> bool:
     """Computed from the data the lake holds now: same view versions and references, and no commit since
-    that changed images or photometry (compaction and vacuum change files, not data)."""
+    that changed images, photometry or the references (compaction and vacuum change files, not data)."""
     s = dsnaps[name]
     if s.version < 0 or not s.info or s.info.get("partial"):
         return False
@@ -93,13 +93,20 @@ def _is_current(snaps, dsnaps, name: str, root=None) -> bool:
     if s.info.get("views") != want["views"]:
         return False
     rec, now = s.info.get("sources", {}), want["sources"]
-    if name not in NO_REFS and rec.get("reference_baselines") != now.get("reference_baselines"):
+    if name not in NO_REFS and not _refs_match(rec.get("reference_baselines"), now.get("reference_baselines"), root):
         return False
     for table in ("images", "photometry"):
         if rec.get(table) != now[table] and (root is None or delta.changed_since(
                 root, table, rec.get(table, -1), now[table])):
             return False
     return True
+
+
+def _refs_match(then: int | None, now: int | None, root=None) -> bool:
+    """The reference set recorded (version ``then``) is the one the lake holds (``now``): the same version, or
+    only data-preserving commits since (vacuum, compaction)."""
+    return then == now or (root is not None and then is not None and now is not None and then >= 0
+                           and not delta.changed_since(root / "derived", "reference_baselines", then, now))
 
 
 def current_derived(lake, snaps: dict, dsnaps: dict) -> dict:
@@ -122,8 +129,8 @@ def derived_state(lake) -> dict[str, str]:
             n0 = (s.info or {}).get("n_images")
             out[name] = f"frozen ({n0} images)" if n0 is not None else "frozen"
         elif name == "source_summaries":        # moved forward when needed (not at every refresh)
-            out[name] = f"kept (days before MJD {_summaries_until(snaps, dsnaps)})" \
-                if _summaries_until(snaps, dsnaps) is not None else "stale (eselake refresh)"
+            until = _summaries_until(snaps, dsnaps, lake.path)
+            out[name] = f"kept (days before MJD {until})" if until is not None else "stale (eselake refresh)"
         else:
             out[name] = "current" if _is_current(snaps, dsnaps, name, lake.path) else "stale (eselake refresh)"
     return out
@@ -234,14 +241,14 @@ def refresh(lake, *, full: bool = False, progress: Callable[[str], None] | None 
         n_images = images.num_rows
         refs = dsnaps["reference_baselines"]
         n0 = (refs.info or {}).get("n_images") or 0
-        if not full and _needs_full(snaps, dsnaps, n_images, n0):
+        if not full and _needs_full(snaps, dsnaps, n_images, n0, lake.path):
             full = True
         if full:
             return _refresh_full(lake, snaps, n_images, say, t0)
         return _refresh_incremental(lake, snaps, dsnaps, images, say, t0)
 
 
-def _needs_full(snaps, dsnaps, n_images: int, n0: int) -> bool:
+def _needs_full(snaps, dsnaps, n_images: int, n0: int, root=None) -> bool:
     """No reference set yet, the survey grew by FULL_REFRESH_GROWTH since it was derived, a derived dataset is
     missing or was computed with other references or other view versions (a killed full refresh, an upgrade)."""
     refs = dsnaps["reference_baselines"]
@@ -256,7 +263,7 @@ def _needs_full(snaps, dsnaps, n_images: int, n0: int) -> bool:
             return True
         want = _wanted(snaps, dsnaps, name)
         if info.get("views") != want["views"] or \
-                info.get("sources", {}).get("reference_baselines") != refs.version:
+                not _refs_match(info.get("sources", {}).get("reference_baselines"), refs.version, root):
             return True
     return False
 
@@ -743,7 +750,7 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool,
     if touched is not None and touched >= _kept_sources(lake, "source_stats"):
         touched = None             # every source (a tile of the whole survey): no selection of the bins
     dsnaps = lake.derived_snapshots()
-    until = None if full else _summaries_until(snaps, dsnaps)
+    until = None if full else _summaries_until(snaps, dsnaps, lake.path)
     con = _daily_connection(lake)
     try:
         if until is not None:
@@ -781,14 +788,15 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool,
     return stats.num_rows
 
 
-def _summaries_until(snaps, dsnaps) -> int | None:
+def _summaries_until(snaps, dsnaps, root=None) -> int | None:
     """The day before which the kept source_summaries hold every source's bins, or None when they cannot be
     used (missing, or of other view versions or references)."""
     s = dsnaps["source_summaries"]
     info = s.info or {}
     if s.version < 0 or not s.files or info.get("until_day") is None or \
             info.get("views") != _wanted(snaps, dsnaps, "source_summaries")["views"] or \
-            (info.get("sources") or {}).get("reference_baselines") != dsnaps["reference_baselines"].version:
+            not _refs_match((info.get("sources") or {}).get("reference_baselines"),
+                            dsnaps["reference_baselines"].version, root):
         return None
     return int(info["until_day"])
 
