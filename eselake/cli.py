@@ -50,7 +50,9 @@ class _Group(click.Group):
             _fail(escape(exc.format_message()), 2)
         except click.Abort:
             _fail("aborted", 130)
-        except (EselakeError, duckdb.Error, ValueError) as exc:
+        except duckdb.Error as exc:
+            _fail(escape(_one_line(str(exc))), 2)
+        except (EselakeError, ValueError) as exc:
             _fail(escape(str(exc)), 2)
         except OSError as exc:
             _fail(escape(_os_message(exc)), 2)
@@ -59,6 +61,17 @@ class _Group(click.Group):
                 raise
             _fail(escape(f"internal error: {type(exc).__name__}: {exc} (ESELAKE_DEBUG=1 shows the traceback)"), 3)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _one_line(message: str) -> str:
+    """A DuckDB message in one line: its lines up to the quoted SQL (LINE n: ... and the caret) joined."""
+    lines = []
+    for ln in message.splitlines():
+        if ln.strip().startswith("LINE "):
+            break
+        if ln.strip():
+            lines.append(ln.strip())
+    return " ".join(lines) or message.strip()
 
 
 # Commands that create the lake (or need none); every other command needs an existing lake and says so.
@@ -171,9 +184,10 @@ def sql_cmd(lake: Lake, query: str, fmt: str, output: str | None, unsafe: bool) 
 
 
 def _warn_stale(lake: Lake) -> None:
+    from eselake.faces import stale_note
+
     if getattr(lake, "stale", None):
-        err_console.print(f"note: derived data stale ({', '.join(lake.stale)}): computed from the measurements; "
-                          "`eselake refresh` brings them up to date", highlight=False)
+        err_console.print(f"note: {stale_note(lake.stale)}", highlight=False)
 
 
 @main.command("refresh")
@@ -206,8 +220,9 @@ def lake_group() -> None:
                                           "interrupted first measurements")
 @click.option("--min-age-s", type=float, default=3600.0, show_default=True,
               help="Grace period: younger unreferenced files may belong to a commit in progress")
+@format_options
 @pass_lake
-def lake_check(lake: Lake, fix: bool, min_age_s: float) -> None:
+def lake_check(lake: Lake, fix: bool, min_age_s: float, fmt: str, output: str | None) -> None:
     """Check the lake against its Delta logs: unreferenced files, referenced files missing, unreadable or of
     the wrong schema, duplicate rows, two images of one observation."""
     import polars as pl
@@ -221,7 +236,7 @@ def lake_check(lake: Lake, fix: bool, min_age_s: float) -> None:
         findings = maintain.check(lake)
     errors = [f for f in findings if f.severity == "error"]
     if findings:
-        write_frame(pl.DataFrame([f.__dict__ for f in findings]), "table", None)
+        write_frame(pl.DataFrame([f.__dict__ for f in findings]), fmt, output)
     if errors:
         console.print(f"[red]{len(errors)} error(s)[/red] in {lake.path}")
         sys.exit(1)
@@ -231,7 +246,8 @@ def lake_check(lake: Lake, fix: bool, min_age_s: float) -> None:
 
 
 @lake_group.command("compact")
-@click.option("--target-mb", type=int, default=256, show_default=True, help="Target file size")
+@click.option("--target-mb", type=click.IntRange(1, 1 << 20), default=256, show_default=True,
+              help="Target file size")
 @pass_lake
 def lake_compact(lake: Lake, target_mb: int) -> None:
     """Merge small files (Delta OPTIMIZE); photometry clustered by source_id. A transaction: results unchanged,
@@ -243,6 +259,22 @@ def lake_compact(lake: Lake, target_mb: int) -> None:
         console.print("nothing to compact")
     for name, d in done.items():
         console.print(f"{name}: {d['removed']} file(s) rewritten as {d['added']}")
+
+
+@lake_group.command("delete-image")
+@click.argument("image_ids", nargs=-1, required=True)
+@pass_lake
+def lake_delete_image(lake: Lake, image_ids: tuple[str, ...]) -> None:
+    """Remove images and their measurements (one transaction per table), then refresh the derived data."""
+    known = set(lake.sql("SELECT image_id FROM images WHERE image_id IN (SELECT unnest(?))",
+                         [list(image_ids)])["image_id"].to_list())
+    missing = [i for i in image_ids if i not in known]
+    if missing:
+        raise EselakeError(f"no image {missing[0]!r} in the lake" + (f" (and {len(missing) - 1} more)"
+                                                                     if len(missing) > 1 else ""))
+    n = lake.delete_images(list(image_ids))
+    console.print(f"removed {n} image(s) and their measurements")
+    _refresh_after(lake)
 
 
 @lake_group.command("vacuum")

@@ -52,7 +52,16 @@ def detect(lake, notes: list[str] | None = None, **options) -> pl.DataFrame:
             notes.append(str(w.message))
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if notes is not None and getattr(lake, "stale", None):
+        notes.append(stale_note(lake.stale))
     return order_candidates(df)
+
+
+def stale_note(stale) -> str:
+    """What every face says when derived data were stale (recomputed from their views, or the ESE search
+    served as last computed)."""
+    return (f"derived data stale ({', '.join(stale)}): statistics computed from the measurements, the ESE "
+            "search as last computed; `eselake refresh` brings them up to date")
 
 
 def describe(**options) -> str:

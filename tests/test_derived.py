@@ -94,6 +94,12 @@ def test_refresh_is_incremental_and_reads_derived(tmp_path):
     # before the refresh, queries compute the stale datasets from the views and say so
     lake.sql("SELECT count(*) FROM variability_stats")
     assert "source_stats" in lake.stale
+    out = CliRunner().invoke(main, ["--lake", str(lake.path), "ese-detect", "--format", "csv"])
+    assert out.exit_code == 0 and "derived data stale" in out.output          # every face says so
+    from eselake import faces
+    notes: list[str] = []
+    faces.detect(Lake(lake.path), notes=notes)
+    assert any("derived data stale" in n for n in notes)                      # the API's and page's notes
     res = refresh(lake)
     assert res["mode"] == "incremental" and res["nights"] == 1
     lake.sql("SELECT count(*) FROM variability_stats")

@@ -404,3 +404,18 @@ def test_as_of_reproduces_candidates_and_exports(tmp_path):
     assert _cli(lake, "ese-detect", "--as-of", str(v), "--format", "csv").output == before
     assert _cli(lake, "export", "--source-id", sim.source_ids[3], "--as-of", str(v), "--format", "csv").output \
         == exported
+
+
+def test_cli_delete_image_and_one_line_sql_errors(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    for k in range(3):
+        lake.commit_image(_image(f"img{k}", 60010.5 + k), _phot(f"img{k}", 60010.5 + k, 1.0))
+    res = _cli(lake, "lake", "delete-image", "img1")
+    assert res.exit_code == 0 and "removed 1 image(s)" in res.output, res.output
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 40
+    res = _cli(lake, "lake", "delete-image", "img9")
+    assert res.exit_code == 2 and "no image 'img9' in the lake" in res.output
+    for sql in ("SELECT 'a'::INT", "SELECT * FROM no_such_table"):
+        res = _cli(lake, "sql", sql)
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
