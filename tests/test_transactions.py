@@ -183,9 +183,9 @@ def test_catalogue_replacement_never_doubles(tmp_path):
     assert Lake(lake.path).sql("SELECT count(*) AS n FROM catalog_sources")["n"][0] == 500
 
 
-@pytest.mark.parametrize("name", ["lake?", "la'ke *x{1}", "湖 lake #"])
+@pytest.mark.parametrize("name", ["la'ke *x{1}", "湖 lake ~!"])
 def test_paths_with_glob_sql_and_unicode_characters(tmp_path, name):
-    sibling = Lake(tmp_path / ("lakeX" if "?" in name else "lake2"))
+    sibling = Lake(tmp_path / "lake2")
     sibling.commit_image(_image("other", 60010.5), _phot("other", 60010.5, 5.0, n=7))
     lake = Lake(tmp_path / name)
     lake.commit_image(_image("mine", 60010.5), _phot("mine", 60010.5, 1.0, n=3))
@@ -197,7 +197,7 @@ def test_paths_with_glob_sql_and_unicode_characters(tmp_path, name):
 
 
 def test_unsupported_path_characters_are_a_clear_error(tmp_path):
-    for name in ("lake[2]", "lake%41"):
+    for name in ("lake[2]", "lake%41", "lake?", "lake #1"):   # '#', '?': delta-rs loses the tables' history
         res = CliRunner().invoke(main, ["--lake", str(tmp_path / name), "init"])
         assert res.exit_code == 2 and "cannot be used in a lake's path" in res.output, res.output
 

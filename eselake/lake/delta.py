@@ -49,7 +49,7 @@ def table_path(root: Path, name: str) -> Path:
 
 
 # delta-rs turns table paths into URLs and cannot open a folder whose path holds one of these
-UNSUPPORTED_PATH_CHARS = "[]^|\\%"
+UNSUPPORTED_PATH_CHARS = "[]^|\\%#?"   # delta-rs: no table history under # or ?
 
 
 def exists(root: Path, name: str) -> bool:
