@@ -140,17 +140,41 @@ def snapshot(dt: DeltaTable | None, name: str) -> Snapshot:
     if dt is None:
         return Snapshot(name, -1, (), None)
     files = tuple(sorted(local_files(dt)))
-    meta = dt.history(1)
-    ts = meta[0].get("timestamp") if meta else None
-    info = None
     version = dt.version()
-    first = meta and meta[0].get("version") == version and meta[0].get("eselake.info")
-    for h in meta if first else dt.history(200):
-        # the newest commit of this version or before that eselake described (skips compaction and vacuum)
-        if isinstance(h.get("eselake.info"), str) and h.get("version", -1) <= version:
-            info = json.loads(h["eselake.info"])
-            break
+    found = _described(dt, version)
+    if found is None:                 # the commit files were cleaned up after a checkpoint: ask delta-rs
+        meta = dt.history(1)
+        ts = meta[0].get("timestamp") if meta else None
+        info = None
+        first = meta and meta[0].get("version") == version and meta[0].get("eselake.info")
+        for h in meta if first else dt.history(200):
+            # the newest commit of this version or before that eselake described (skips compaction and vacuum)
+            if isinstance(h.get("eselake.info"), str) and h.get("version", -1) <= version:
+                info = json.loads(h["eselake.info"])
+                break
+    else:
+        ts, info = found
     return Snapshot(name, dt.version(), files, pa.schema(dt.schema().to_arrow()), ts, info, dt)
+
+
+def _described(dt: DeltaTable, version: int, limit: int = 200):
+    """(timestamp of ``version``, eselake.info of the newest commit at or before it that has one), read from
+    the log's own commit files: delta-rs's history() of a table loaded at an older version numbers the
+    newest commits as if they were that version's. None when a commit file is gone (cleaned after a
+    checkpoint)."""
+    log = Path(table_folder(dt)) / "_delta_log"
+    ts = None
+    for v in range(version, max(-1, version - limit), -1):
+        try:
+            with open(log / f"{v:020d}.json", encoding="utf-8") as fh:   # commitInfo is a line of its own
+                commit = next((json.loads(ln).get("commitInfo") or {} for ln in fh if '"commitInfo"' in ln), {})
+        except OSError:
+            return None
+        if v == version:
+            ts = commit.get("timestamp")
+        if isinstance(commit.get("eselake.info"), str):
+            return ts, json.loads(commit["eselake.info"])
+    return ts, None
 
 
 _LISTED: dict[Path, tuple[int, int, float]] = {}   # log folder -> (mtime in ns, newest version, when listed)
