@@ -587,8 +587,8 @@ def review_cmd(lake, source_id, status, notes, reviewer) -> None:
 
 @main.command("export")
 @click.option("--source-id", required=True)
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "votable", "parquet"]), default="csv",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "votable", "parquet"]), default=None,
+              help="csv, json, votable or parquet [default: from the --output extension, else csv]")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Output file [default: stdout for csv, json and votable]")
 @pass_lake
@@ -596,9 +596,14 @@ def review_cmd(lake, source_id, status, notes, reviewer) -> None:
 def export_cmd(lake, source_id, fmt, output) -> None:
     """Export one source's lightcurve: source_id, position, catalogue flux and units in every format
     (VOTable FIELD units and UCDs, PARAMs for the source), ISO dates beside MJD."""
-    from eselake.output import write_bytes_atomic
+    from eselake.output import FORMAT_OF_SUFFIX, write_bytes_atomic
     from eselake.source import Source
 
+    if fmt is None:
+        fmt = FORMAT_OF_SUFFIX.get(Path(output).suffix.lower()) if output else "csv"
+        if fmt is None or fmt == "table":
+            raise EselakeError(f"cannot tell the format of {output} from its extension; give --format "
+                               "csv, json, votable or parquet")
     if fmt == "parquet" and not output:
         raise EselakeError("--format parquet is binary: give --output FILE")
     data = Source(source_id, lake).export(fmt)

@@ -83,6 +83,7 @@ def test_usage_and_io_errors_are_one_line_exit_2(lake, tmp_path):
         ["ese-detect", "--no-such-option"],
         ["export", "--source-id", "nope"],
         ["export", "--source-id", "S2", "--format", "parquet"],
+        ["export", "--source-id", "S2", "-o", str(tmp_path / "lc.unknown")],     # not silently CSV
     ]
     for args in cases:
         res = _run("--lake", lake.path, *args)
