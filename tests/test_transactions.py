@@ -94,6 +94,7 @@ def test_first_ingest_killed_between_its_commits_is_not_doubled(tmp_path, monkey
     with pytest.raises(SystemExit):
         lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
     monkeypatch.setattr(delta, "commit", real)
+    assert [f.kind for f in maintain.check(lake)] == ["photometry without image"]     # lake check says so
     lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
     assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 20
 

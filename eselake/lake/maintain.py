@@ -128,6 +128,17 @@ def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
 def _check_rows(lake) -> list[Finding]:
     out: list[Finding] = []
     if not delta.exists(lake.path, "images"):
+        if not delta.exists(lake.path, "photometry"):
+            return out
+        con = lake.connect(derived=False)       # the lake's first ingest killed before its images commit
+        try:
+            for iid, n in con.execute("SELECT image_id, count(*) FROM photometry_files GROUP BY ALL "
+                                      "LIMIT 20").fetchall():
+                out.append(Finding("leftover", "photometry without image", iid,
+                                   f"{n} rows of an interrupted first measurement (invisible): measure it again, "
+                                   "or `lake check --fix` removes them"))
+        finally:
+            con.close()
         return out
     con = lake.connect(derived=False)
     try:
