@@ -111,6 +111,10 @@ def test_sky_axes_anywhere_and_stokes_planes(lake, tmp_path):
     v["CTYPE3"], v["CRVAL3"], v["CDELT3"], v["CRPIX3"] = "STOKES", 4.0, 1.0, 1.0
     with pytest.raises(InputError, match=r"v\.fits: the STOKES axis \(CTYPE3\) holds V, no Stokes I plane"):
         read_image(_write(tmp_path / "v.fits", plane[None], v))
+    ecl = _header()
+    ecl["CTYPE1"], ecl["CTYPE2"] = "ELON-SIN", "ELAT-SIN"          # astropy would take it for ICRS
+    with pytest.raises(InputError, match=r"e\.fits: sky axes ELON-SIN/ELAT-SIN are not supported"):
+        read_image(_write(tmp_path / "e.fits", plane, ecl))
 
 
 def test_units_quantised_pixels_and_sentinels(lake, tmp_path):

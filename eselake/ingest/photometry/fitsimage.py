@@ -8,8 +8,8 @@ Checks made on every image (each failure is an InputError naming the file and th
 - frequency: from the spectral axis on any WCS axis (FREQ, VOPT/FELO/ZOPT, VRAD, VELO, WAVE, with RESTFRQ or
   ALTRVAL), also when NAXIS=2 but WCSAXES=4 (WSClean cutouts); a cube with several spectral or Stokes planes is
   measured on an explicit ``plane`` or refused;
-- sky axes and frame: RA/Dec (or GLON/GLAT, ELON/ELAT) on any two FITS axes in either order, in any frame
-  astropy knows (ICRS, FK5, FK4/B1950, galactic, ecliptic); catalogue positions (ICRS) are converted into it
+- sky axes and frame: RA/Dec (ICRS, FK5, FK4/B1950) or GLON/GLAT (galactic) on any two FITS axes in either
+  order; catalogue positions (ICRS) are converted into the image's frame
   (FK5 J2000 is taken as ICRS: they differ by < 0.03 arcsec); a single-plane Stokes axis must be Stokes I;
 - background: a smooth background (a pedestal, large-scale emission) is subtracted when the image has a
   significant one (``background_map``); zero-mean interferometric images are left as they are;
@@ -576,6 +576,10 @@ def _celestial_wcs(header, path):
 def sky_frame(wcs, path="image"):
     """The astropy frame of a celestial WCS, or None when it is ICRS or FK5 J2000 (the catalogues' frame)."""
     from astropy.wcs.utils import wcs_to_celestial_frame
+    kind = wcs.wcs.ctype[wcs.wcs.lng][:4].rstrip("-").upper()
+    if kind not in ("RA", "GLON"):          # astropy takes e.g. ELON/ELAT (ecliptic) for ICRS
+        raise InputError(f"{path}: sky axes {'/'.join(wcs.wcs.ctype)} are not supported; RA/DEC (ICRS, FK5, "
+                         "FK4) or GLON/GLAT (galactic) are")
     try:
         frame = wcs_to_celestial_frame(wcs)
     except (ValueError, TypeError) as exc:
