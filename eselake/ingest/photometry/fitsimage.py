@@ -311,12 +311,8 @@ def _parse_time(value, path, key, **kw) -> Time:
             t = Time(value, **kw)
             t.utc.mjd
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{path}: cannot parse {key} {header_value(value)} ({_first_line(exc)})") from exc
+        raise InputError(f"{path}: cannot parse {key} {value!r} ({_first_line(exc)})") from exc
     return t
-
-
-def header_value(v) -> str:
-    return repr(v) if isinstance(v, str) else str(v)
 
 
 def _obs_time(header, mjd=None, path="image") -> tuple[float, float | None]:
@@ -561,16 +557,12 @@ def _full_wcs(header, path) -> WCS:
     return wfull
 
 
-def sky_axes(header, path) -> tuple[int, int]:
-    """1-based FITS axes of (longitude, latitude)."""
-    w = _full_wcs(header, path).wcs
-    return w.lng + 1, w.lat + 1
-
-
 def _celestial_wcs(header, path):
-    """The celestial WCS (its two axes in the header's order) and its sky frame (None for ICRS/FK5 J2000)."""
-    cel = _full_wcs(header, path).celestial
-    return cel, sky_frame(cel, path)
+    """The celestial WCS (its two axes in the header's order), its sky frame (None for ICRS/FK5 J2000) and the
+    1-based FITS axes of (longitude, latitude)."""
+    full = _full_wcs(header, path)
+    cel = full.celestial
+    return cel, sky_frame(cel, path), (full.wcs.lng + 1, full.wcs.lat + 1)
 
 
 def sky_frame(wcs, path="image"):
@@ -644,8 +636,7 @@ def check_beam(bmaj, bmin, wcs, path, source="BMAJ/BMIN") -> None:
 def image_identity(header, path, *, beam=None, mjd=None, kind: str = "image", plane: int | None = None):
     """(telescope, ra_center, dec_center, mjd, freq_hz) of an image from its header alone (cheap); the centre
     in ICRS (deg)."""
-    wcs, frame = _celestial_wcs(header, path)
-    lng, lat = sky_axes(header, path)
+    wcs, frame, (lng, lat) = _celestial_wcs(header, path)
     nx, ny = (int(header.get(f"NAXIS{a}", 0)) for a in sorted((lng, lat)))
     ra_c, dec_c = pixel_to_sky(wcs, frame, [(nx - 1) / 2.0], [(ny - 1) / 2.0])
     t, _ = _obs_time(header, mjd, path)
@@ -666,30 +657,27 @@ def read_image(path, *, beam=None, mjd=None, check_unit=True, plane: int | None 
     path = Path(path)
     header = read_header(path)
     # everything that can be checked from the header is checked before the pixels are read
-    wcs, frame = _celestial_wcs(header, path)
-    sky = sky_axes(header, path)
+    wcs, frame, sky = _celestial_wcs(header, path)
     bmaj, bmin, bpa = _beam(header, beam, path)
     check_beam(bmaj, bmin, wcs, path, "--beam" if beam is not None else "BMAJ/BMIN")
     mjd, exposure = _obs_time(header, mjd, path)
     scale = jyb_scale(header, path) if check_unit else 1.0
     # integer pixels (BITPIX > 0) are quantised in steps of BSCALE (read before astropy rescales the header)
     quantum = abs(float(header.get("BSCALE", 1.0) or 1.0)) * scale if int(header.get("BITPIX", -32)) > 0 else 0.0
-    data, header = _read_pixels(path)
-    data, plane = _select_plane(data, header, path, plane, sky)
-    if scale != 1.0:
-        data *= scale
+    data, header, plane = _sky_pixels(path, plane, sky, scale)
     if not np.isfinite(data).any():
         raise InputError(f"{path}: image has no finite pixels (all NaN/blank)")
     with np.errstate(invalid="ignore"):
         absurd = np.abs(data) > ABSURD_JYB
-    blank, _, floor = blank_and_noise(np.where(absurd, np.nan, data), bmin / pixel_scale_deg(wcs)[1], quantum)
+    beam_pix = bmin / pixel_scale_deg(wcs)[1]
+    blank, _, floor = blank_and_noise(np.where(absurd, np.nan, data), beam_pix, quantum)
     blank |= absurd
     n_blank = int(blank.sum())
     if n_blank:
         data[blank] = np.nan
         if not np.isfinite(data).any():
             raise InputError(f"{path}: image has no valid pixels (all blank, constant or zero)")
-    bkg = background_map(data, bmin / pixel_scale_deg(wcs)[1])
+    bkg = background_map(data, beam_pix)
     if bkg is not None:
         data -= bkg
     ny, nx = data.shape
@@ -710,12 +698,18 @@ def read_sky_plane(path, plane: int = 0):
     """(2-D pixels in Jy/beam, celestial WCS, sky frame) of an image, cheaply (no blank search or rms): the
     Stokes I plane, ``plane`` of a cube (for display: cut-outs)."""
     header = read_header(path)
-    wcs, frame = _celestial_wcs(header, path)
-    sky = sky_axes(header, path)
-    scale = jyb_scale(header, path)
+    wcs, frame, sky = _celestial_wcs(header, path)
+    return _sky_pixels(path, plane, sky, jyb_scale(header, path))[0], wcs, frame
+
+
+def _sky_pixels(path, plane, sky, scale: float):
+    """(2-D Jy/beam pixels of the chosen plane, the pixels' HDU header, the plane taken) of an image whose sky
+    axes are the FITS axes ``sky`` and whose BUNIT gives ``scale``."""
     data, header = _read_pixels(path)
-    data, _ = _select_plane(data, header, path, plane, sky)
-    return data * scale, wcs, frame
+    data, plane = _select_plane(data, header, path, plane, sky)
+    if scale != 1.0:
+        data *= scale
+    return data, header, plane
 
 
 def read_noise_map(path, shape) -> np.ndarray:

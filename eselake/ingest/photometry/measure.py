@@ -36,7 +36,7 @@ _IMAGE = re.compile(r"([._-])image(\.tt0)?$", re.I)
 _NOT_SKY = re.compile(r"(^|[._-])(psf|residual|model|pb|sumwt|weight|weights|beam|mask|dirty|alpha|spix|"
                       r"tt[1-9]|rms|noise|bkg|background|flux|pbcoverage|avgpb)([._-]|$)", re.I)
 _RANK = {"pbcor": 0, "sky": 1, "image": 2}
-_FITS_NAME = re.compile(r"(.+)\.(?:fits|fit|fts)(?:\.(?:gz|fz|bz2))?")
+_FITS_NAME = re.compile(r"(.+)\.(?:fits|fit|fts)(?:\.(?:gz|fz|bz2))?", re.I)
 
 
 def product_kind(path) -> str | None:
@@ -55,16 +55,15 @@ def product_kind(path) -> str | None:
 
 
 def _fits_stem(path) -> str | None:
-    """The lower-case name without its FITS suffix (.fits, .fit, .fts, each optionally .gz/.fz/.bz2), or None."""
-    m = _FITS_NAME.fullmatch(Path(path).name.lower())
+    """The file name without its FITS suffix (.fits, .fit, .fts, each optionally .gz/.fz/.bz2), or None."""
+    m = _FITS_NAME.fullmatch(Path(path).name)
     return m.group(1) if m else None
 
 
 def observation_stem(path) -> str:
     """The name an imager's products of one observation share: 'tile' for tile.image.fits/tile.pbcor.fits,
     'obs' for obs-image.fits/obs-image-pb.fits."""
-    name = Path(path).name
-    stem = name[:len(_fits_stem(path) or name.rsplit(".", 1)[0])]
+    stem = _fits_stem(path) or Path(path).name.rsplit(".", 1)[0]
     for pat in (_PBCOR, _IMAGE):
         stem = pat.sub("", stem)
     return stem
