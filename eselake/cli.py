@@ -596,14 +596,11 @@ def review_cmd(lake, source_id, status, notes, reviewer) -> None:
 def export_cmd(lake, source_id, fmt, output) -> None:
     """Export one source's lightcurve: source_id, position, catalogue flux and units in every format
     (VOTable FIELD units and UCDs, PARAMs for the source), ISO dates beside MJD."""
-    from eselake.output import FORMAT_OF_SUFFIX, write_bytes_atomic
+    from eselake.output import format_of, write_bytes_atomic
     from eselake.source import Source
 
     if fmt is None:
-        fmt = FORMAT_OF_SUFFIX.get(Path(output).suffix.lower()) if output else "csv"
-        if fmt is None or fmt == "table":
-            raise EselakeError(f"cannot tell the format of {output} from its extension; give --format "
-                               "csv, json, votable or parquet")
+        fmt = format_of(output) if output else "csv"
     if fmt == "parquet" and not output:
         raise EselakeError("--format parquet is binary: give --output FILE")
     data = Source(source_id, lake).export(fmt)

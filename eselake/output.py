@@ -301,6 +301,15 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise EselakeError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def format_of(output: str) -> str:
+    """The file format (csv, json, votable, parquet) of an output file from its extension."""
+    fmt = FORMAT_OF_SUFFIX.get(Path(output).suffix.lower())
+    if fmt is None:
+        raise EselakeError(f"cannot tell the format of {output} from its extension; give --format "
+                           "csv, json, votable or parquet")
+    return fmt
+
+
 def write_frame(df: pl.DataFrame, fmt: str, output: str | None, *, title: str | None = None,
                 console: Console | None = None, meta: dict | None = None) -> None:
     """Print ``df`` (a table fitting the terminal; csv/json/votable as text) or write it to ``output``."""
@@ -308,11 +317,7 @@ def write_frame(df: pl.DataFrame, fmt: str, output: str | None, *, title: str | 
         raise EselakeError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "table":
         if output:
-            fmt = FORMAT_OF_SUFFIX.get(Path(output).suffix.lower())
-            if fmt is None:
-                raise EselakeError(f"cannot tell the format of {output} from its extension; give --format "
-                                   "csv, json, votable or parquet")
-            return write_frame(df, fmt, output, meta=meta)
+            return write_frame(df, format_of(output), output, meta=meta)
         con = console or Console()
         con.print(rich_table(df, title=title, width=con.width))
         return

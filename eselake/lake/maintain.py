@@ -127,32 +127,26 @@ def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
 
 def _check_rows(lake) -> list[Finding]:
     out: list[Finding] = []
-    if not delta.exists(lake.path, "images"):
-        if not delta.exists(lake.path, "photometry"):
-            return out
-        con = lake.connect(derived=False)       # the lake's first ingest killed before its images commit
-        try:
-            for iid, n in con.execute("SELECT image_id, count(*) FROM photometry_files GROUP BY ALL "
-                                      "LIMIT 20").fetchall():
-                out.append(Finding("leftover", "photometry without image", iid,
-                                   f"{n} rows of an interrupted first measurement (invisible): measure it again, "
-                                   "or `lake check --fix` removes them"))
-        finally:
-            con.close()
+    images = delta.exists(lake.path, "images")
+    if not images and not delta.exists(lake.path, "photometry"):
         return out
     con = lake.connect(derived=False)
     try:
+        # photometry of images never committed (no images table at all: the lake's first ingest was killed)
+        unmatched = "ANTI JOIN images_files i USING (image_id)" if images else ""
+        for iid, n in con.execute(f"SELECT p.image_id, count(*) FROM photometry_files p {unmatched} "
+                                  "GROUP BY ALL LIMIT 20").fetchall():
+            out.append(Finding("leftover", "photometry without image", iid,
+                               f"{n} rows of an interrupted first measurement (invisible): measure it again, or "
+                               "`lake check --fix` removes them"))
+        if not images:
+            return out
         for iid, n in con.execute("""SELECT image_id, count(*) FROM images_files GROUP BY image_id
                                      HAVING count(*) > 1 LIMIT 20""").fetchall():
             out.append(Finding("error", "duplicate image rows", iid, f"{n} rows in images"))
         for sid, iid, n in con.execute("""SELECT source_id, image_id, count(*) FROM photometry_files
                                           GROUP BY ALL HAVING count(*) > 1 LIMIT 20""").fetchall():
             out.append(Finding("error", "duplicate rows", iid, f"source {sid} appears {n} times"))
-        for iid, n in con.execute("""SELECT p.image_id, count(*) FROM photometry_files p ANTI JOIN images_files i
-                                     USING (image_id) GROUP BY ALL LIMIT 20""").fetchall():
-            out.append(Finding("leftover", "photometry without image", iid,
-                               f"{n} rows of an interrupted first measurement (invisible): measure it again, or "
-                               "`lake check --fix` removes them"))
         for iid, want, got in con.execute("""
                 SELECT i.image_id, i.n_sources, count(p.source_id) FROM images_files i
                 LEFT JOIN photometry_files p USING (image_id) GROUP BY ALL
