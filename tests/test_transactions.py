@@ -124,6 +124,32 @@ def test_concurrent_ingests_of_the_same_new_images_never_double(tmp_path):
     assert lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 1 + 6 * 3
 
 
+def _first_ingests(base, barrier, rounds, who):
+    for k in range(rounds):
+        lake = Lake(f"{base}/lake{k}")
+        barrier.wait()
+        lake.commit_image(_image(f"w{who}-{k}", 60020.5 + who / 100), _phot(f"w{who}-{k}", 60020.5 + who / 100, 2.0))
+
+
+def test_concurrent_first_ingests_of_a_new_lake_lose_nothing(tmp_path):
+    """Three processes each commit their own image to a lake that does not exist yet, at the same moment: every
+    image and all its rows are kept (before, a writer that found no table wrote without its replace-where
+    predicate and replaced the rows of the writer that had just created it)."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(3)
+    rounds = 8
+    procs = [ctx.Process(target=_first_ingests, args=(str(tmp_path), barrier, rounds, w)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    for k in range(rounds):
+        lake = Lake(tmp_path / f"lake{k}")
+        assert lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 3, k
+        assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 3 * 20, k
+
+
 def _remeasure(path, rounds, value):
     lake = Lake(path)
     for _ in range(rounds):

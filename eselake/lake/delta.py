@@ -83,13 +83,54 @@ def open_table(root: Path, name: str, as_of: int | datetime | None = None) -> De
         dt = DeltaTable(str(path))
         if as_of is not None:
             dt.load_as_version(as_of)
+        lost = _empty_commits(path, dt.version())
+        if lost:
+            raise LakeError(f"cannot read table {name} of {root}: its log file {lost[0]} is empty (a commit lost, "
+                            "e.g. by a crash of the machine): restore it from a backup; see `eselake lake check`")
         return dt
     except TableNotFoundError:
         return None
     except (DeltaError, DeltaProtocolError, OSError) as exc:
         if as_of is not None and ("not found" in str(exc).lower() or "version" in str(exc).lower()):
             raise LakeError(f"table {name} of {root} has no version as of {as_of}: {_reason(exc)}") from exc
-        raise LakeError(f"cannot read table {name} of {root}: {_reason(exc)}") from exc
+        bad = corrupt_log_files(path)
+        where = f" (its log file {bad[0]} is damaged)" if bad else ""
+        raise LakeError(f"cannot read table {name} of {root}{where}: {_reason(exc)}") from exc
+
+
+def _empty_commits(path: Path, version: int) -> list[Path]:
+    """Empty commit files that the snapshot at ``version`` replays (after its newest checkpoint); delta-rs
+    reads an empty commit as one without actions, which would silently drop that commit's rows. One listing."""
+    commits, checkpoint = [], -1
+    with os.scandir(Path(path) / "_delta_log") as it:
+        for e in it:
+            v = e.name[:20]
+            if not v.isdigit() or int(v) > version:
+                continue
+            if e.name.endswith(".checkpoint.parquet"):
+                checkpoint = max(checkpoint, int(v))
+            elif e.name[20:] == ".json":
+                commits.append((int(v), e))
+    return [Path(e.path) for v, e in sorted(commits, key=lambda c: c[0])
+            if v > checkpoint and e.stat().st_size == 0]
+
+
+def corrupt_log_files(path: Path) -> list[Path]:
+    """Commit files of table folder ``path`` that are empty or hold a line that is not JSON (a commit always
+    holds at least its commitInfo: an empty file is a commit lost, e.g. by a crash without fsync)."""
+    bad = []
+    for f in sorted((Path(path) / "_delta_log").glob("*.json")):
+        if not re.fullmatch(r"\d{20}\.json", f.name):
+            continue
+        try:
+            lines = [ln for ln in f.read_text().splitlines() if ln.strip()]
+            for ln in lines:
+                json.loads(ln)
+        except (OSError, ValueError):
+            lines = []
+        if not lines:
+            bad.append(f)
+    return bad
 
 
 def local_files(dt: DeltaTable) -> list[str]:
@@ -228,6 +269,14 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
         try:
             path.mkdir(parents=True, exist_ok=True)
             new = not exists(Path(root), name)
+            if new and predicate is not None:
+                # create the table empty first: a replace-where without its predicate (there is nothing to
+                # replace yet) would replace every row of a table another writer created meanwhile
+                write_deltalake(str(path), data.schema.empty_table(), mode="append",
+                                partition_by=list(partition_by) if partition_by is not None else None,
+                                configuration=configuration, writer_properties=writer or WRITER,
+                                commit_properties=CommitProperties(custom_metadata={"eselake.operation": "create"}))
+                new = False
             write_deltalake(str(path), data, mode=mode, predicate=predicate if not new else None,
                             partition_by=list(partition_by) if partition_by is not None else None,
                             schema_mode=schema_mode, writer_properties=writer or WRITER,
