@@ -545,3 +545,25 @@ def test_lookup_copy_stays_sorted_by_source(tmp_path, monkeypatch):
     assert derived.derived_state(lake)["measurements_by_source"] == "current"
     _assert_files_sorted_by_source(lake)
     assert_derived_equal_views(lake)
+
+
+def test_lake_emptied_of_every_image_has_current_empty_derived_data(tmp_path):
+    """Deleting every image leaves no stale derived data behind: the refresh empties them (before, the ESE
+    search of deleted images was still served, said to be stale, for good)."""
+    from eselake.lake.derived import derived_state
+
+    sim = _sim(n_images=6)
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images, sim.photometry)
+    refresh(lake)
+    assert lake.sql("SELECT count(*) AS n FROM ese_search")["n"][0] == 25
+    lake.delete_images(sim.images.column("image_id").to_pylist())
+    refresh(lake)
+    state = derived_state(lake)
+    assert not [n for n, s in state.items() if s.startswith("stale")], state
+    for view in ("ese_search", "variability_stats", "daily_lightcurves", "ese_candidates"):
+        assert lake.sql(f"SELECT count(*) AS n FROM {view}")["n"][0] == 0, view
+    assert lake.stale == []
+    lake.commit_batch(sim.images, sim.photometry)             # and it fills again
+    refresh(lake)
+    assert_derived_equal_views(lake)

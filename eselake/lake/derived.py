@@ -232,6 +232,7 @@ def refresh(lake, *, full: bool = False, progress: Callable[[str], None] | None 
     with lake.lock("refresh"):
         snaps, dsnaps = lake.snapshots(), lake.derived_snapshots()
         if snaps["images"].version < 0 or not snaps["images"].files:
+            _refresh_empty(lake, snaps, dsnaps)
             return {"mode": "none", "images": 0, "sources": 0, "seconds": time.perf_counter() - t0}
         con = open_connection(snaps, {}, until="images")
         try:
@@ -246,6 +247,14 @@ def refresh(lake, *, full: bool = False, progress: Callable[[str], None] | None 
         if full:
             return _refresh_full(lake, snaps, n_images, say, t0)
         return _refresh_incremental(lake, snaps, dsnaps, images, say, t0)
+
+
+def _refresh_empty(lake, snaps, dsnaps) -> None:
+    """A lake whose every image was deleted: its served derived datasets are emptied (and so current)."""
+    for name in SERVED:
+        s = dsnaps[name]
+        if s.version >= 0 and s.schema is not None and not _is_current(snaps, dsnaps, name, lake.path):
+            _commit(lake, name, s.schema.empty_table(), _record(lake, snaps, name), full=True)
 
 
 def _needs_full(snaps, dsnaps, n_images: int, n0: int, root=None) -> bool:
