@@ -216,24 +216,29 @@ def lake_group() -> None:
 
 
 @lake_group.command("check")
+@click.option("--full", is_flag=True, help="Also read every row of every file and compare it with the statistics "
+                                           "the Delta log recorded (slow: reads the whole lake)")
 @click.option("--fix", is_flag=True, help="Remove unreferenced files older than --min-age-s and rows of "
-                                          "interrupted first measurements")
+                                          "interrupted first measurements; set damaged or missing data files aside "
+                                          "(LAKE/quarantine), drop them from their table and rebuild derived data")
 @click.option("--min-age-s", type=float, default=3600.0, show_default=True,
               help="Grace period: younger unreferenced files may belong to a commit in progress")
 @format_options
 @pass_lake
-def lake_check(lake: Lake, fix: bool, min_age_s: float, fmt: str, output: str | None) -> None:
-    """Check the lake against its Delta logs: unreferenced files, referenced files missing, unreadable or of
-    the wrong schema, duplicate rows, two images of one observation."""
+def lake_check(lake: Lake, full: bool, fix: bool, min_age_s: float, fmt: str, output: str | None) -> None:
+    """Check the lake against its Delta logs: unreferenced files, referenced files missing, damaged (size, row
+    count, statistics), unreadable or of the wrong schema, duplicate rows, two images of one observation."""
     import polars as pl
 
     from eselake.lake import maintain
 
-    findings = maintain.check(lake)
+    say = lambda m: err_console.print(m, highlight=False)  # noqa: E731
+    findings = maintain.check(lake, full=full, progress=say)
     if fix:
-        removed = maintain.fix(lake, findings, min_age_s)
-        console.print(f"removed {len(removed)} leftover(s)")
-        findings = maintain.check(lake)
+        removed = maintain.fix(lake, findings, min_age_s, progress=say)
+        console.print(f"removed {len(removed)} leftover(s)" if all(
+            f.kind not in maintain.DAMAGE for f in findings) else "repaired:\n  " + "\n  ".join(removed))
+        findings = maintain.check(lake, full=full)
     errors = [f for f in findings if f.severity == "error"]
     if findings:
         write_frame(pl.DataFrame([f.__dict__ for f in findings]), fmt, output)

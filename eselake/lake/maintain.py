@@ -1,20 +1,22 @@
 """Lake maintenance, all through the Delta log: ``check`` (unreferenced files, referenced files missing,
-unreadable or of the wrong schema, duplicate rows and observations), ``fix`` (remove unreferenced files past a
-grace period), ``compact`` (Delta OPTIMIZE: photometry clustered by source_id), ``vacuum``, ``history`` and
+damaged, unreadable or of the wrong schema, duplicate rows and observations), ``fix`` (remove unreferenced files
+past a grace period; set damaged referenced files aside and remove them from their table), ``compact`` (Delta OPTIMIZE: photometry clustered by source_id), ``vacuum``, ``history`` and
 ``upgrade`` (a lake of eselake 0.1's hand-written layout to Delta tables)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from eselake.errors import EselakeError, LakeError
+from eselake.errors import EselakeError
 from eselake.lake import delta
 from eselake.lake.connect import DERIVED_VIEWS
 from eselake.lake.layout import DATASETS
@@ -28,6 +30,11 @@ class Finding:
     kind: str
     path: str
     detail: str
+    table: str = ""
+
+
+DAMAGE = ("missing file", "damaged file", "unreadable file")    # referenced files ``fix`` removes from the table
+QUARANTINE = "quarantine"      # LAKE/quarantine/<time>/<table path>/...: damaged files set aside by ``fix``
 
 
 def _all_tables(lake) -> list[tuple[str, Path]]:
@@ -41,10 +48,17 @@ def _age_s(path: Path) -> float:
         return 0.0
 
 
-def check(lake, *, deep: bool = True) -> list[Finding]:
+def check(lake, *, deep: bool = True, full: bool = False,
+          progress: Callable[[str], None] | None = None) -> list[Finding]:
     """Everything unusual in the lake, from the Delta logs. Errors mean data a reader would see wrongly or
-    not at all; leftovers are files no version references (a failed or concurrent commit, stray copies)."""
+    not at all; leftovers are files no version references (a failed or concurrent commit, stray copies).
+
+    Every referenced file's size is compared with the log's; ``deep`` reads each footer (schema, row count);
+    ``full`` reads every row and compares row counts, null counts and numeric min/max with the statistics the
+    log recorded when the file was written (damage inside a page that keeps values in range goes unseen:
+    delta-rs writes no page checksums)."""
     out: list[Finding] = []
+    say = progress or (lambda msg: None)
     if not lake.path.is_dir():
         return []                       # nothing to check (the CLI says that no lake exists there)
     if delta.old_layout(lake.path, DATASETS):
@@ -58,39 +72,116 @@ def check(lake, *, deep: bool = True) -> list[Finding]:
         if not delta.exists(root, name):           # a creation killed before its first commit: no table
             for p in delta.data_files(folder):
                 out.append(Finding("leftover", "unreferenced file", str(p),
-                                   f"table {name} was never committed ({_age_s(p):.0f} s old; invisible)"))
+                                   f"table {name} was never committed ({_age_s(p):.0f} s old; invisible)", name))
+            continue
+        bad_log = delta.corrupt_log_files(folder)
+        for p in bad_log:
+            out.append(Finding("error", "damaged log", str(p), f"a commit of table {name} that cannot be read "
+                               "(empty or not JSON): the table's history is broken; restore the file from a "
+                               "backup (nothing is repaired automatically)", name))
+        if bad_log:
             continue
         dt = delta.open_table(root, name)
-        referenced = {str(Path(u)) for u in delta.local_files(dt)}
-        expected = DATASETS[name].schema if name in DATASETS else None
-        for f in sorted(referenced):
-            p = Path(f)
-            if not p.exists():
-                out.append(Finding("error", "missing file", f, f"table {name} v{dt.version()} references it"))
-                continue
-            if not deep:
-                continue
-            try:
-                schema = pq.read_schema(p)
-                pq.read_metadata(p)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding
-                out.append(Finding("error", "unreadable file", f, f"{type(exc).__name__}: {exc}"))
-                continue
-            if expected is not None:
-                part = DATASETS[name].partition
-                bad = [fld.name for fld in expected if fld.name != part and (
-                    fld.name not in schema.names or not _compatible(schema.field(fld.name).type, fld.type))]
-                if bad:
-                    out.append(Finding("error", "schema", f, f"columns missing or of the wrong type: {bad}"))
+        acts = delta.add_actions(dt).to_pylist()
+        referenced = {str(Path(a["file"])) for a in acts}
+        if full:
+            say(f"reading table {name} ({len(acts)} files)")
+        for a in sorted(acts, key=lambda a: a["file"]):
+            problem = _file_problem(Path(a["file"]), a, name, deep=deep, full=full)
+            if problem:
+                kind, detail = problem
+                out.append(Finding("error", kind, str(Path(a["file"])),
+                                   f"table {name} v{dt.version()}: {detail}; {_remedy(name)}", name))
         ever = _ever_added(folder)
         for p in delta.data_files(folder):
             if str(p) not in referenced and str(p) not in ever:
                 out.append(Finding("leftover", "unreferenced file", str(p),
-                                   f"in no version of table {name} ({_age_s(p):.0f} s old; invisible)"))
+                                   f"in no version of table {name} ({_age_s(p):.0f} s old; invisible)", name))
     if any(f.severity == "error" for f in out):
         return out
     out += _check_rows(lake)
     return out
+
+
+def _remedy(name: str) -> str:
+    if name in DATASETS:
+        return "`lake check --fix` sets it aside and removes its rows from the table (measure its images again)"
+    return "`lake check --fix` sets it aside and rebuilds the derived data"
+
+
+def _file_problem(p: Path, act: dict, name: str, *, deep: bool, full: bool) -> tuple[str, str] | None:
+    """(kind, detail) of what is wrong with referenced file ``p`` given its add action ``act``, or None."""
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        return "missing file", "referenced but absent"
+    if deep or full:
+        try:
+            pf = pq.ParquetFile(p)
+            schema = pf.schema_arrow
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding
+            return "unreadable file", f"{type(exc).__name__}: {_first_line(exc)}"
+    if act.get("size_bytes") is not None and size != act["size_bytes"]:
+        return "damaged file", f"{size} bytes, the log recorded {act['size_bytes']} (truncated or overwritten)"
+    if not (deep or full):
+        return None
+    n_log = act.get("num_records")
+    if n_log is not None and pf.metadata.num_rows != n_log:
+        return "damaged file", f"{pf.metadata.num_rows} rows, the log recorded {n_log}"
+    expected = DATASETS[name].schema if name in DATASETS else None
+    if expected is not None:
+        part = DATASETS[name].partition
+        bad = [fld.name for fld in expected if fld.name != part and (
+            fld.name not in schema.names or not _compatible(schema.field(fld.name).type, fld.type))]
+        if bad:
+            return "schema", f"columns missing or of the wrong type: {bad}"
+    if not full:
+        return None
+    try:
+        found = _read_stats(pf)
+    except Exception as exc:  # noqa: BLE001 - a page that does not decode
+        return "unreadable file", f"{type(exc).__name__}: {_first_line(exc)}"
+    return _stats_mismatch(found, act)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def _read_stats(pf: pq.ParquetFile) -> dict:
+    """Rows, null counts and numeric min/max (NaN ignored) of every column, one row group at a time."""
+    import pyarrow.compute as pc
+
+    rows, nulls, lo, hi = 0, {}, {}, {}
+    for i in range(pf.metadata.num_row_groups):
+        rg = pf.read_row_group(i)
+        rows += rg.num_rows
+        for col, arr in zip(rg.column_names, rg.columns):
+            nulls[col] = nulls.get(col, 0) + arr.null_count
+            if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+                continue
+            mm = pc.min_max(arr).as_py()
+            for key, out, pick in (("min", lo, min), ("max", hi, max)):
+                v = mm[key]
+                if v is not None and v == v:
+                    out[col] = v if col not in out else pick(out[col], v)
+    return {"rows": rows, "nulls": nulls, "min": lo, "max": hi}
+
+
+def _stats_mismatch(found: dict, act: dict) -> tuple[str, str] | None:
+    if act.get("num_records") is not None and found["rows"] != act["num_records"]:
+        return "damaged file", f"{found['rows']} rows read, the log recorded {act['num_records']}"
+    for col, n in found["nulls"].items():
+        logged = act.get(f"null_count.{col}")
+        if logged is not None and n != logged:
+            return "damaged file", f"{n} nulls in column {col}, the log recorded {logged}"
+    for key in ("min", "max"):
+        for col, v in found[key].items():
+            logged = act.get(f"{key}.{col}")
+            if isinstance(logged, (int, float)) and logged == logged and v != logged:
+                return "damaged file", f"{key} of column {col} is {v}, the log recorded {logged}"
+    return None
 
 
 def _ever_added(folder: Path) -> set[str]:
@@ -126,6 +217,16 @@ def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
 
 
 def _check_rows(lake) -> list[Finding]:
+    import duckdb
+
+    try:
+        return _check_rows_(lake)
+    except duckdb.Error as exc:        # a data page that does not decode: the file-by-file read names it
+        return [Finding("error", "unreadable data", str(lake.path),
+                        f"{_first_line(exc)}: `lake check --full` names the damaged file")]
+
+
+def _check_rows_(lake) -> list[Finding]:
     out: list[Finding] = []
     images = delta.exists(lake.path, "images")
     if not images and not delta.exists(lake.path, "photometry"):
@@ -151,7 +252,8 @@ def _check_rows(lake) -> list[Finding]:
                 SELECT i.image_id, i.n_sources, count(p.source_id) FROM images_files i
                 LEFT JOIN photometry_files p USING (image_id) GROUP BY ALL
                 HAVING count(p.source_id) <> i.n_sources LIMIT 20""").fetchall():
-            out.append(Finding("error", "row count", iid, f"images says {want} sources, photometry holds {got}"))
+            out.append(Finding("error", "row count", iid, f"images says {want} sources, photometry holds {got}: "
+                               "measure the image again, or remove it with `eselake lake delete-image`", "photometry"))
         # two image ids that are one observation (ids from file paths in lakes of eselake 0.1, or copies)
         for a, b, tel in con.execute("""
                 SELECT a.image_id, b.image_id, a.kind FROM images_files a JOIN images_files b
@@ -168,11 +270,17 @@ def _check_rows(lake) -> list[Finding]:
     return out
 
 
-def fix(lake, findings: list[Finding], min_age_s: float = GRACE_S) -> list[str]:
-    """Remove what ``check`` found fixable: unreferenced files older than ``min_age_s`` (younger ones may
-    belong to a commit in progress) and photometry rows of images never committed. Referenced data files are
-    never touched."""
+def fix(lake, findings: list[Finding], min_age_s: float = GRACE_S,
+        progress: Callable[[str], None] | None = None) -> list[str]:
+    """Repair what ``check`` found: unreferenced files older than ``min_age_s`` are removed (younger ones may
+    belong to a commit in progress); photometry rows of images never committed are deleted; damaged, unreadable
+    or missing referenced files are set aside in LAKE/quarantine/ and removed from their table in one Delta
+    commit per table (delta-rs FSCK), after which every derived dataset is rebuilt (a full refresh). Referenced
+    files that are intact are never touched. Returns what was done."""
     removed = []
+    damaged = [f for f in findings if f.kind in DAMAGE and f.table]
+    if damaged:
+        removed += _repair(lake, damaged, progress)
     for f in findings:
         if f.kind == "unreferenced file":
             p = Path(f.path)
@@ -185,6 +293,36 @@ def fix(lake, findings: list[Finding], min_age_s: float = GRACE_S) -> list[str]:
                                lambda: dt.delete(f"image_id = {delta.sql_literal(f.path)}"), "delete")
             removed.append(f"photometry rows of {f.path}")
     return removed
+
+
+def _repair(lake, damaged: list[Finding], progress) -> list[str]:
+    """Set damaged files aside (kept for inspection), drop every absent file from its table, rebuild derived data."""
+    from deltalake import CommitProperties
+
+    from eselake.lake.derived import refresh
+
+    lake._writable()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    done = []
+    for f in damaged:
+        p = Path(f.path)
+        if p.exists():
+            dest = lake.path / QUARANTINE / stamp / p.relative_to(lake.path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+            done.append(f"{p} (set aside in {dest})")
+        else:
+            done.append(f"{p} (absent)")
+    for name in sorted({f.table for f in damaged}):
+        root = lake.table_root(name)
+        dt = delta.open_table(root, name)
+        meta = {"eselake.operation": "repair"}
+        if name not in DATASETS:        # derived data that lost rows: not current until rebuilt
+            meta["eselake.info"] = json.dumps({"partial": True, "repaired": True})
+        props = CommitProperties(custom_metadata=meta)
+        delta.run_retrying(root, name, lambda: dt.repair(dry_run=False, commit_properties=props), "repair")
+    refresh(lake, full=True, progress=progress)
+    return done
 
 
 def compact(lake, *, target_mb: int = 256) -> dict[str, dict]:
