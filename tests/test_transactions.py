@@ -446,3 +446,24 @@ def test_cli_delete_image_and_one_line_sql_errors(tmp_path):
         res = _cli(lake, "sql", sql)
         lines = [ln for ln in res.output.splitlines() if ln.strip()]
         assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
+
+
+def test_commit_that_may_not_fit_on_the_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    """A nearly full disk: the ingest is refused in one line before any file is written (a write that runs
+    out of space leaves partial files and delta-rs panic messages behind); the committed data are untouched."""
+    import collections
+    import shutil as sh
+
+    from eselake.errors import LakeError
+    from eselake.lake import delta
+
+    lake = Lake(tmp_path / "lake")
+    lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
+    files = sorted(str(p) for p in lake.path.rglob("*") if p.is_file())
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(delta.shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - (16 << 10), 16 << 10))
+    with pytest.raises(LakeError, match="the disk is full or nearly"):
+        lake.commit_image(_image("img1", 60011.5), _phot("img1", 60011.5, 1.0))
+    monkeypatch.setattr(delta.shutil, "disk_usage", sh.disk_usage)
+    assert sorted(str(p) for p in lake.path.rglob("*") if p.is_file()) == files
+    assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 20

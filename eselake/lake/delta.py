@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -265,6 +266,8 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
     meta = {"eselake.operation": operation, "eselake.time": datetime.now(timezone.utc).isoformat()}
     if info:
         meta["eselake.info"] = json.dumps(info, default=str)
+    if isinstance(data, pa.Table):
+        ensure_room(root, name, data.nbytes)
     for attempt in range(attempts):
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -295,6 +298,25 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
                                 f"({_reason(exc)})") from exc
             raise LakeError(f"writing table {name} of {root} failed: {_reason(exc)}") from exc
     raise AssertionError("unreachable")
+
+
+RESERVE_BYTES = 64 << 10       # free space kept beyond a commit's data (its log entry; the data in memory
+                               # take several times their compressed size on disk)
+
+
+def ensure_room(root: Path, name: str, nbytes: int) -> None:
+    """Refuse a commit whose data (``nbytes`` in memory, more than on disk) may not fit on the disk: a write
+    that runs out of space fails anyway, after leaving partial files and delta-rs's panic messages behind."""
+    folder = Path(root)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < nbytes + RESERVE_BYTES:
+        raise LakeError(f"writing table {name} of {root}: the disk is full or nearly ({free / 1e6:.0f} MB free; "
+                        f"this commit needs up to {(nbytes + RESERVE_BYTES) / 1e6:.0f} MB)")
 
 
 _UUID = r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}"
