@@ -116,22 +116,27 @@ def _empty_commits(path: Path, version: int) -> list[Path]:
             if v > checkpoint and e.stat().st_size == 0]
 
 
-def corrupt_log_files(path: Path) -> list[Path]:
-    """Commit files of table folder ``path`` that are empty or hold a line that is not JSON (a commit always
-    holds at least its commitInfo: an empty file is a commit lost, e.g. by a crash without fsync)."""
-    bad = []
+def read_log(path: Path) -> list[tuple[Path, list[dict] | None]]:
+    """Every commit file of table folder ``path``, in order, with its actions; None for a commit that is empty
+    or holds a line that is not JSON (a commit always holds at least its commitInfo: an empty file is a commit
+    lost, e.g. by a crash without fsync)."""
+    out = []
     for f in sorted((Path(path) / "_delta_log").glob("*.json")):
         if not re.fullmatch(r"\d{20}\.json", f.name):
             continue
         try:
-            lines = [ln for ln in f.read_text().splitlines() if ln.strip()]
-            for ln in lines:
-                json.loads(ln)
+            actions = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
+        except FileNotFoundError:         # removed by log cleanup meanwhile
+            continue
         except (OSError, ValueError):
-            lines = []
-        if not lines:
-            bad.append(f)
-    return bad
+            actions = []
+        out.append((f, actions or None))
+    return out
+
+
+def corrupt_log_files(path: Path) -> list[Path]:
+    """Commit files of table folder ``path`` that are empty or not JSON (see ``read_log``)."""
+    return [f for f, actions in read_log(path) if actions is None]
 
 
 def local_files(dt: DeltaTable) -> list[str]:

@@ -74,7 +74,8 @@ def check(lake, *, deep: bool = True, full: bool = False,
                 out.append(Finding("leftover", "unreferenced file", str(p),
                                    f"table {name} was never committed ({_age_s(p):.0f} s old; invisible)", name))
             continue
-        bad_log = delta.corrupt_log_files(folder)
+        log = delta.read_log(folder)
+        bad_log = [f for f, actions in log if actions is None]
         for p in bad_log:
             out.append(Finding("error", "damaged log", str(p), f"a commit of table {name} that cannot be read "
                                "(empty or not JSON): the table's history is broken; restore the file from a "
@@ -92,7 +93,7 @@ def check(lake, *, deep: bool = True, full: bool = False,
                 kind, detail = problem
                 out.append(Finding("error", kind, str(Path(a["file"])),
                                    f"table {name} v{dt.version()}: {detail}; {_remedy(name)}", name))
-        ever = _ever_added(folder)
+        ever = _ever_added(folder, log)
         for p in delta.data_files(folder):
             if str(p) not in referenced and str(p) not in ever:
                 out.append(Finding("leftover", "unreferenced file", str(p),
@@ -184,23 +185,14 @@ def _stats_mismatch(found: dict, act: dict) -> tuple[str, str] | None:
     return None
 
 
-def _ever_added(folder: Path) -> set[str]:
+def _ever_added(folder: Path, log) -> set[str]:
     """Data files some version of the table added (kept for time travel until ``vacuum``) and its change-data
-    files: the add, cdc and remove actions of every commit file still in the log."""
-    import json
+    files: the add, cdc and remove actions of every commit still in the log (``delta.read_log``)."""
     from urllib.parse import unquote
 
     out = set()
-    for commit in (folder / "_delta_log").glob("*.json"):
-        try:
-            lines = commit.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            try:
-                action = json.loads(line)
-            except ValueError:
-                continue
+    for _, actions in log:
+        for action in actions or ():
             for kind in ("add", "cdc", "remove"):          # data files and change-data-feed files
                 entry = action.get(kind)
                 if entry and entry.get("path"):
