@@ -467,3 +467,42 @@ def test_commit_that_may_not_fit_on_the_disk_is_refused_before_writing(tmp_path,
     monkeypatch.setattr(delta.shutil, "disk_usage", sh.disk_usage)
     assert sorted(str(p) for p in lake.path.rglob("*") if p.is_file()) == files
     assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 20
+
+
+def test_check_fix_never_deletes_the_photometry_of_an_ingest_in_flight(tmp_path, monkeypatch):
+    """`lake check --fix` run between an ingest's photometry and images commits sees 'photometry without
+    image': it keeps rows younger than the grace period (the ingest then completes whole), and removes them
+    only once they are older (an ingest that was killed there)."""
+    from eselake.lake import delta
+
+    lake = Lake(tmp_path / "lake")
+    lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
+    real = delta.commit
+    seen = []
+
+    def fixer_in_the_gap(root, name, table, **kw):
+        if name == "images":
+            found = maintain.check(Lake(lake.path))
+            seen.extend(f.kind for f in found)
+            maintain.fix(Lake(lake.path), found)                  # default grace: one hour
+        return real(root, name, table, **kw)
+    monkeypatch.setattr(delta, "commit", fixer_in_the_gap)
+    lake.commit_image(_image("img1", 60011.5), _phot("img1", 60011.5, 1.0))
+    monkeypatch.setattr(delta, "commit", real)
+    assert seen == ["photometry without image"]
+    assert not [f for f in maintain.check(lake) if f.severity == "error"]
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 40
+
+    def killed(root, name, table, **kw):                         # an ingest killed in the gap
+        if name == "images":
+            raise SystemExit("killed")
+        return real(root, name, table, **kw)
+    monkeypatch.setattr(delta, "commit", killed)
+    with pytest.raises(SystemExit):
+        lake.commit_image(_image("img2", 60012.5), _phot("img2", 60012.5, 1.0))
+    monkeypatch.setattr(delta, "commit", real)
+    found = maintain.check(lake)
+    assert maintain.fix(lake, found) == []                        # too young to be removed
+    assert maintain.fix(lake, found, min_age_s=0) == ["photometry rows of img2"]
+    assert [f.kind for f in maintain.check(lake)] == []
+    assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 40

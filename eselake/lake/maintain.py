@@ -227,11 +227,12 @@ def _check_rows_(lake) -> list[Finding]:
     try:
         # photometry of images never committed (no images table at all: the lake's first ingest was killed)
         unmatched = "ANTI JOIN images_files i USING (image_id)" if images else ""
-        for iid, n in con.execute(f"SELECT p.image_id, count(*) FROM photometry_files p {unmatched} "
-                                  "GROUP BY ALL LIMIT 20").fetchall():
+        for iid, n, ingest in con.execute(f"SELECT p.image_id, count(*), max(p.ingest_id) FROM photometry_files p "
+                                          f"{unmatched} GROUP BY ALL LIMIT 20").fetchall():
             out.append(Finding("leftover", "photometry without image", iid,
-                               f"{n} rows of an interrupted first measurement (invisible): measure it again, or "
-                               "`lake check --fix` removes them"))
+                               f"{n} rows of an ingest that did not commit the image ({ingest_age_s(ingest):.0f} s "
+                               "ago: interrupted, or still running; invisible): measure it again, or `lake check "
+                               "--fix` removes them once older than --min-age-s", "photometry"))
         if not images:
             return out
         for iid, n in con.execute("""SELECT image_id, count(*) FROM images_files GROUP BY image_id
@@ -280,11 +281,25 @@ def fix(lake, findings: list[Finding], min_age_s: float = GRACE_S,
                 p.unlink(missing_ok=True)
                 removed.append(str(p))
         elif f.kind == "photometry without image":
+            # only the rows of ingests older than the grace period: a younger one may be between its photometry
+            # and images commits (and a check's snapshot may have caught it there)
             dt = delta.open_table(lake.path, "photometry")
-            delta.run_retrying(lake.path, "photometry",
-                               lambda: dt.delete(f"image_id = {delta.sql_literal(f.path)}"), "delete")
-            removed.append(f"photometry rows of {f.path}")
+            ingests = dt.to_pyarrow_table(columns=["ingest_id"], filters=[("image_id", "=", f.path)])
+            old = sorted(i for i in set(ingests.column("ingest_id").to_pylist()) if ingest_age_s(i) >= min_age_s)
+            if old:
+                pred = f"image_id = {delta.sql_literal(f.path)} AND {delta.in_list('ingest_id', old)}"
+                delta.run_retrying(lake.path, "photometry", lambda: (dt.update_incremental(), dt.delete(pred))[1],
+                                   "delete")
+                removed.append(f"photometry rows of {f.path}")
     return removed
+
+
+def ingest_age_s(ingest_id: str | None) -> float:
+    """Seconds since ingest ``ingest_id`` began (its id starts with the time in ns, hex; see new_ingest_id)."""
+    try:
+        return time.time() - int(str(ingest_id)[:16], 16) / 1e9
+    except ValueError:
+        return float("inf")              # an id of another form (an import): old
 
 
 def _repair(lake, damaged: list[Finding], progress) -> list[str]:
