@@ -118,3 +118,31 @@ def test_read_only_lake(tmp_path):
             Lake(root).commit_image(_image(), _phot(3, 1.0))
     finally:
         root.chmod(0o755)
+
+
+def test_remeasure_and_delete_after_a_delete_rewrote_a_file(tmp_path):
+    """Deleting one image of a many-image file makes delta-rs rewrite the file with string_view columns;
+    re-measuring and deleting other images of that night still work (before: pyarrow's is_in had no kernel)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from eselake.sim.lightcurves import simulate_photometry
+
+    sim = simulate_photometry(20, 12, cadence_days=0.25, noise_jy=2e-3, frac_noise=0.02, seed=4)
+    ids = sim.images.column("image_id").to_pylist()
+
+    def rows(keep):
+        return (sim.images.filter(pc.is_in(sim.images.column("image_id"), pa.array(keep))),
+                sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"), pa.array(keep))))
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(*rows(ids[0::2]))
+    lake.commit_batch(*rows([ids[1]]))
+    assert lake.delete_images([ids[0]]) == 1
+    types = {str(pq.read_schema(f.removeprefix("file://")).field("image_id").type)
+             for f in lake.table("photometry").file_uris()}
+    assert "string_view" in types                       # the case this test is about
+    lake.commit_batch(*rows([ids[2]]))                   # re-measured
+    assert lake.delete_images([ids[4]]) == 1
+    per = lake.sql("SELECT image_id, count(*) AS n FROM photometry GROUP BY ALL ORDER BY image_id")
+    assert per["image_id"].to_list() == sorted(set(ids[0::2] + [ids[1]]) - {ids[0], ids[4]})
+    assert set(per["n"]) == {20}

@@ -177,7 +177,10 @@ def nights_holding(dt: DeltaTable, ids: list[str]) -> set[str]:
     files = files_matching(dt, [("image_id", "in", list(ids))]) if ids else []
     if not files:
         return set()
-    data = pds.dataset(files, format="parquet", partition_base_dir=table_folder(dt),
+    # one schema for every file: delta-rs's own rewrites (delete, optimize) store strings as string_view,
+    # which pyarrow's is_in has no kernel for
+    data = pds.dataset(files, format="parquet", schema=pa.schema([("image_id", pa.string()), ("night", pa.string())]),
+                       partition_base_dir=table_folder(dt),
                        partitioning=pds.partitioning(pa.schema([("night", pa.string())]), flavor="hive"))
     found = data.to_table(columns=["night"], filter=pds.field("image_id").isin(list(ids)))
     return set(found.column("night").unique().to_pylist())
