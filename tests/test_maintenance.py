@@ -193,3 +193,28 @@ def test_damaged_log_is_named_and_never_read_as_a_lost_commit(tmp_path):
             fh.write(good)
         assert Lake(lake.path).sql("SELECT count(*) AS n FROM photometry")["n"][0] == n_rows
     assert _cli(lake, "lake", "check").exit_code == 0
+
+
+def test_vacuum_retries_on_the_version_it_lost_to(tmp_path, monkeypatch):
+    """A re-measurement committed while vacuum works on its snapshot: vacuum retries on the new version and
+    succeeds (before, every retry reused the old snapshot and failed with 'too many concurrent writers')."""
+    from eselake.lake import delta
+
+    lake, sim = _per_image_lake(tmp_path / "lake", n_images=4)
+    again = sim.images.to_pylist()[2]
+    lake.commit_image(again, _rows_of(sim, again["image_id"]))        # its old files are now vacuum's to delete
+    img = sim.images.to_pylist()[1]
+    real = delta.open_table
+    done = []
+
+    def open_then_commit(root, name, *a, **kw):
+        dt = real(root, name, *a, **kw)
+        if name == "images" and not done:
+            done.append(1)
+            Lake(lake.path).commit_image(img, _rows_of(sim, img["image_id"]))     # a concurrent writer
+        return dt
+    monkeypatch.setattr(delta, "open_table", open_then_commit)
+    monkeypatch.setattr(delta, "ATTEMPTS", 4)
+    maintain.vacuum(lake, retention_hours=0)
+    monkeypatch.setattr(delta, "open_table", real)
+    assert done and lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 4 * 20

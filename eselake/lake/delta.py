@@ -514,10 +514,14 @@ def changed_since(root: Path, name: str, version: int, now: int) -> bool:
     return len(ops) < now - version or any(h.get("operation") not in DATA_PRESERVING for h in ops)
 
 
-def run_retrying(root: Path, name: str, fn, what: str):
-    """Run a table operation (optimize, vacuum, delete) with the same conflict retries and error messages."""
+def run_retrying(root: Path, name: str, fn, what: str, table: DeltaTable | None = None):
+    """Run a table operation (optimize, vacuum, delete) with the same conflict retries and error messages.
+    ``table``: the DeltaTable ``fn`` works on, brought to the newest version before every retry (an operation
+    on the snapshot it lost to would conflict again, every time)."""
     for attempt in range(ATTEMPTS):
         try:
+            if table is not None and attempt:
+                table.update_incremental()
             return fn()
         except CommitFailedError:
             if attempt == ATTEMPTS - 1:

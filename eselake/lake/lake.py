@@ -399,8 +399,7 @@ class Lake:
         for name in ("photometry", "images"):
             dt = delta.open_table(self.path, name)
             if dt is not None:
-                res = delta.run_retrying(self.path, name, lambda dt=dt: (dt.update_incremental(), dt.delete(pred))[1],
-                                         "delete")
+                res = delta.run_retrying(self.path, name, lambda dt=dt: dt.delete(pred), "delete", table=dt)
                 if name == "images":
                     n = int(res.get("num_deleted_rows", 0) or 0)
         return n

@@ -1,7 +1,8 @@
 """Lake maintenance, all through the Delta log: ``check`` (unreferenced files, referenced files missing,
 damaged, unreadable or of the wrong schema, duplicate rows and observations), ``fix`` (remove unreferenced files
-past a grace period; set damaged referenced files aside and remove them from their table), ``compact`` (Delta OPTIMIZE: photometry clustered by source_id), ``vacuum``, ``history`` and
-``upgrade`` (a lake of eselake 0.1's hand-written layout to Delta tables)."""
+past a grace period; set damaged referenced files aside and remove them from their table), ``compact`` (Delta
+OPTIMIZE: photometry clustered by source_id), ``vacuum``, ``history`` and ``upgrade`` (a lake of eselake 0.1's
+hand-written layout to Delta tables)."""
 from __future__ import annotations
 
 import json
@@ -288,8 +289,7 @@ def fix(lake, findings: list[Finding], min_age_s: float = GRACE_S,
             old = sorted(i for i in set(ingests.column("ingest_id").to_pylist()) if ingest_age_s(i) >= min_age_s)
             if old:
                 pred = f"image_id = {delta.sql_literal(f.path)} AND {delta.in_list('ingest_id', old)}"
-                delta.run_retrying(lake.path, "photometry", lambda: (dt.update_incremental(), dt.delete(pred))[1],
-                                   "delete")
+                delta.run_retrying(lake.path, "photometry", lambda: dt.delete(pred), "delete", table=dt)
                 removed.append(f"photometry rows of {f.path}")
     return removed
 
@@ -327,7 +327,7 @@ def _repair(lake, damaged: list[Finding], progress) -> list[str]:
         if name not in DATASETS:        # derived data that lost rows: not current until rebuilt
             meta["eselake.info"] = json.dumps({"partial": True, "repaired": True})
         props = CommitProperties(custom_metadata=meta)
-        delta.run_retrying(root, name, lambda: dt.repair(dry_run=False, commit_properties=props), "repair")
+        delta.run_retrying(root, name, lambda: dt.repair(dry_run=False, commit_properties=props), "repair", table=dt)
     refresh(lake, full=True, progress=progress)
     return done
 
@@ -395,7 +395,8 @@ def vacuum(lake, *, retention_hours: float = 168.0, dry_run: bool = False) -> di
         if dt is None:
             continue
         files = delta.run_retrying(root, name, lambda dt=dt: dt.vacuum(
-            retention_hours=int(retention_hours), dry_run=dry_run, enforce_retention_duration=False), "vacuum")
+            retention_hours=int(retention_hours), dry_run=dry_run, enforce_retention_duration=False), "vacuum",
+            table=dt)
         if files:
             out[name] = len(files)
     return out
