@@ -506,3 +506,30 @@ def test_check_fix_never_deletes_the_photometry_of_an_ingest_in_flight(tmp_path,
     assert maintain.fix(lake, found, min_age_s=0) == ["photometry rows of img2"]
     assert [f.kind for f in maintain.check(lake)] == []
     assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 40
+
+
+def test_delete_and_remeasure_of_one_image_never_interleave(tmp_path, monkeypatch):
+    """A delete of an image arriving between the two commits of its re-measurement waits for it, so the image
+    ends deleted in both tables (before, it ended as an images row without measurements)."""
+    import threading
+
+    from eselake.lake import delta
+
+    lake = Lake(tmp_path / "lake")
+    lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
+    real = delta.commit
+    deleter = threading.Thread(target=lambda: Lake(lake.path).delete_images(["img0"]))
+
+    def delete_in_the_gap(root, name, table, **kw):
+        if name == "images" and not deleter.is_alive():
+            deleter.start()
+            deleter.join(1.0)
+            assert deleter.is_alive()                     # it waits for this ingest's images commit
+        return real(root, name, table, **kw)
+    monkeypatch.setattr(delta, "commit", delete_in_the_gap)
+    lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 2.0))
+    monkeypatch.setattr(delta, "commit", real)
+    deleter.join(30)
+    assert lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 0
+    assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 0
+    assert not [f for f in maintain.check(lake) if f.severity == "error"]

@@ -1,6 +1,8 @@
 """``Lake``: a folder of Delta tables, its transactional writers, and DuckDB queries over one snapshot."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import threading
 import time
@@ -286,7 +288,8 @@ class Lake:
     # ---------------------------------------------------------------- writes
     def lock(self, name: str, *, blocking: bool = True):
         """Advisory lock ``LAKE/_locks/<name>.lock``: avoids duplicate work (two processes measuring one image,
-        two refreshes); correctness never depends on it, the Delta log serialises commits."""
+        two refreshes) and keeps an ingest's two commits and a delete's two commits apart ("base"); the Delta log
+        serialises every commit."""
         return file_lock(self.path / "_locks" / f"{safe_name(name)}.lock", blocking=blocking)
 
     def _writable(self) -> None:
@@ -358,18 +361,37 @@ class Lake:
         img = img.append_column("night", pa.array([night[i] for i in ids], pa.string()))
         img = conform(img, IMAGES_SCHEMA)
 
-        old_nights = self._nights_of_images(ids)
         info = {"ingest_id": ingest_id, "images": len(ids), "rows": phot.num_rows}
         if len(ids) <= 20:
             info["image_ids"] = ids
-        # always replace-where (never a blind append): a concurrent commit of the same images conflicts with this
-        # one's read of their nights, and the retry replaces its rows instead of adding a second copy
-        nights = set(night.values()) | set(old_nights)
-        pred = f"{delta.in_list('night', nights)} AND {delta.in_list('image_id', ids)}"
-        for table, name in ((phot, "photometry"), (img, "images")):
-            delta.commit(self.path, name, table, mode="overwrite", predicate=pred, partition_by=["night"],
-                         operation=operation, info=info, configuration=CDF)
+        with self._base_lock():
+            old_nights = self._nights_of_images(ids)
+            # always replace-where (never a blind append): a concurrent commit of the same images conflicts with
+            # this one's read of their nights, and the retry replaces its rows instead of adding a second copy
+            nights = set(night.values()) | set(old_nights)
+            pred = f"{delta.in_list('night', nights)} AND {delta.in_list('image_id', ids)}"
+            for table, name in ((phot, "photometry"), (img, "images")):
+                delta.commit(self.path, name, table, mode="overwrite", predicate=pred, partition_by=["night"],
+                             operation=operation, info=info, configuration=CDF)
         return ingest_id
+
+    @contextlib.contextmanager
+    def _base_lock(self):
+        """Held for the two commits (photometry, then images) of an ingest or a delete, so that an ingest and a
+        delete of one image never interleave (which left an images row without its measurements). Each commit
+        is a Delta transaction on its own; on a file system without locks, this goes unlocked."""
+        lock = self.lock("base")
+        try:
+            lock.__enter__()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            lock = None
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.__exit__(None, None, None)
 
     def _nights_of_images(self, ids: list[str]) -> list[str]:
         """Nights in which any of ``ids`` is committed now (to replace their rows wherever they are); photometry
@@ -391,17 +413,18 @@ class Lake:
     def delete_images(self, image_ids: list[str]) -> int:
         """Remove images and their photometry (photometry first, then the images rows). Returns images removed."""
         self._writable()
-        nights = self._nights_of_images(image_ids)
-        if not nights:
-            return 0
-        pred = f"{delta.in_list('night', nights)} AND {delta.in_list('image_id', image_ids)}"
-        n = 0
-        for name in ("photometry", "images"):
-            dt = delta.open_table(self.path, name)
-            if dt is not None:
-                res = delta.run_retrying(self.path, name, lambda dt=dt: dt.delete(pred), "delete", table=dt)
-                if name == "images":
-                    n = int(res.get("num_deleted_rows", 0) or 0)
+        with self._base_lock():
+            nights = self._nights_of_images(image_ids)
+            if not nights:
+                return 0
+            pred = f"{delta.in_list('night', nights)} AND {delta.in_list('image_id', image_ids)}"
+            n = 0
+            for name in ("photometry", "images"):
+                dt = delta.open_table(self.path, name)
+                if dt is not None:
+                    res = delta.run_retrying(self.path, name, lambda dt=dt: dt.delete(pred), "delete", table=dt)
+                    if name == "images":
+                        n = int(res.get("num_deleted_rows", 0) or 0)
         return n
 
     def committed_image(self, image_id: str) -> dict[str, Any] | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 from pathlib import Path
 
 import pyarrow as pa
