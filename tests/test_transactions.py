@@ -150,6 +150,31 @@ def test_concurrent_first_ingests_of_a_new_lake_lose_nothing(tmp_path):
         assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 3 * 20, k
 
 
+def _first_catalog_loads(base, barrier, rounds):
+    cat = pa.table({"source_id": [f"NVSS J{i:05d}" for i in range(50)], "ra_deg": [float(i) for i in range(50)],
+                    "dec_deg": [1.0] * 50, "flux_mjy": [100.0] * 50})
+    for k in range(rounds):
+        lake = Lake(f"{base}/cat{k}")
+        barrier.wait()
+        lake.write_catalog("nvss", cat)
+
+
+def test_concurrent_first_loads_of_a_catalogue_keep_one_copy(tmp_path):
+    """Two processes load the same catalogue into a lake without a catalogue table at the same moment: one copy
+    (before, both found no table and appended)."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    rounds = 6
+    procs = [ctx.Process(target=_first_catalog_loads, args=(str(tmp_path), barrier, rounds)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    for k in range(rounds):
+        assert Lake(tmp_path / f"cat{k}").sql("SELECT count(*) AS n FROM catalog_sources")["n"][0] == 50, k
+
+
 def _remeasure(path, rounds, value):
     lake = Lake(path)
     for _ in range(rounds):

@@ -444,9 +444,10 @@ class Lake:
                                                               CATALOG_SCHEMA.field("loaded_at").type))
         table = with_constant(table, "catalog", name, CATALOG_SCHEMA)
         table = conform(table, CATALOG_SCHEMA).sort_by("source_id")
-        mode, pred = ("overwrite", f"catalog = {delta.sql_literal(name)}") \
-            if delta.exists(self.path, "catalog_sources") else ("append", None)
-        return delta.commit(self.path, "catalog_sources", table, mode=mode, predicate=pred,
+        # replace-where even on a new table (delta.commit creates it first): two first loads of one catalogue
+        # then conflict, and the second replaces the first's rows instead of adding a copy
+        return delta.commit(self.path, "catalog_sources", table, mode="overwrite",
+                            predicate=f"catalog = {delta.sql_literal(name)}",
                             partition_by=["catalog"], operation="catalog load",
                             info={"catalog": name, "rows": table.num_rows})
 
