@@ -218,3 +218,24 @@ def test_vacuum_retries_on_the_version_it_lost_to(tmp_path, monkeypatch):
     maintain.vacuum(lake, retention_hours=0)
     monkeypatch.setattr(delta, "open_table", real)
     assert done and lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 4 * 20
+
+
+def test_check_finds_a_doubled_catalogue_and_a_reload_replaces_it(tmp_path):
+    """A catalogue whose rows were committed twice (an older version's racing first loads) is an error for
+    `lake check` (before: clean), and loading it again leaves one copy."""
+    from eselake.lake import delta
+    from eselake.lake.layout import CATALOG_SCHEMA
+    from eselake.lake.write import conform
+
+    lake, _ = _per_image_lake(tmp_path / "lake", n_images=2)
+    cat = pa.table({"source_id": [f"NVSS J{i:05d}" for i in range(30)], "ra_deg": [float(i) for i in range(30)],
+                    "dec_deg": [1.0] * 30, "flux_mjy": [10.0] * 30})
+    lake.write_catalog("nvss", cat)
+    rows = delta.open_table(lake.path, "catalog_sources").to_pyarrow_table()
+    delta.commit(lake.path, "catalog_sources", conform(rows, CATALOG_SCHEMA), mode="append",
+                 partition_by=["catalog"])                                       # the second copy
+    found = [f for f in maintain.check(lake) if f.severity == "error"]
+    assert {f.kind for f in found} == {"duplicate catalogue rows"} and len(found) == 20   # (listed up to 20)
+    lake.write_catalog("nvss", cat)
+    assert lake.sql("SELECT count(*) AS n FROM catalog_sources")["n"][0] == 30
+    assert not [f for f in maintain.check(lake) if f.severity == "error"]

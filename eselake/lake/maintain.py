@@ -234,6 +234,12 @@ def _check_rows_(lake) -> list[Finding]:
                                f"{n} rows of an ingest that did not commit the image ({ingest_age_s(ingest):.0f} s "
                                "ago: interrupted, or still running; invisible): measure it again, or `lake check "
                                "--fix` removes them once older than --min-age-s", "photometry"))
+        if delta.exists(lake.path, "catalog_sources"):
+            for cat, sid, n in con.execute("""SELECT catalog, source_id, count(*) FROM catalog_sources_files
+                                              GROUP BY ALL HAVING count(*) > 1 LIMIT 20""").fetchall():
+                out.append(Finding("error", "duplicate catalogue rows", f"{cat}: {sid}",
+                                   f"{n} rows: load the catalogue again (`eselake catalog load NAME FILE`) to replace them",
+                                   "catalog_sources"))
         if not images:
             return out
         for iid, n in con.execute("""SELECT image_id, count(*) FROM images_files GROUP BY image_id
