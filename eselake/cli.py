@@ -237,7 +237,7 @@ def lake_check(lake: Lake, full: bool, fix: bool, min_age_s: float, fmt: str, ou
     if fix:
         removed = maintain.fix(lake, findings, min_age_s, progress=say)
         console.print(f"removed {len(removed)} leftover(s)" if all(
-            f.kind not in maintain.DAMAGE for f in findings) else "repaired:\n  " + "\n  ".join(removed))
+            f.kind not in maintain.DAMAGE + ("damaged log",) for f in findings) else "repaired:\n  " + "\n  ".join(removed))
         findings = maintain.check(lake, full=full)
     errors = [f for f in findings if f.severity == "error"]
     if findings:

@@ -239,3 +239,30 @@ def test_check_finds_a_doubled_catalogue_and_a_reload_replaces_it(tmp_path):
     lake.write_catalog("nvss", cat)
     assert lake.sql("SELECT count(*) AS n FROM catalog_sources")["n"][0] == 30
     assert not [f for f in maintain.check(lake) if f.severity == "error"]
+
+
+def test_lost_newest_commit_is_set_aside_and_its_image_measured_again(tmp_path):
+    """The newest photometry commit emptied by a crash: readers and writers refuse the table (a writer would
+    build on the hole for good), `lake check --fix` sets the commit aside so the table returns to its previous
+    version, the image it held is reported, and measuring it again leaves a clean lake equal to its views."""
+    import glob
+
+    import pytest
+
+    from eselake.errors import LakeError
+    from tests.test_derived import assert_derived_equal_views
+
+    lake, sim = _per_image_lake(tmp_path / "lake", n_images=5)
+    newest = sorted(glob.glob(str(lake.path / "photometry" / "_delta_log" / "*.json")))[-1]
+    open(newest, "wb").close()
+    last = sim.images.to_pylist()[-1]
+    with pytest.raises(LakeError, match="is empty"):
+        Lake(lake.path).commit_image(last, _rows_of(sim, last["image_id"]))
+    res = _cli(lake, "lake", "check", "--fix", "--format", "csv")
+    assert "lost commit" in res.output and res.exit_code == 1, res.output
+    assert {f.path for f in maintain.check(lake) if f.severity == "error"} == {last["image_id"]}   # row count
+    Lake(lake.path).commit_image(last, _rows_of(sim, last["image_id"]))
+    refresh(lake)
+    assert not [f for f in maintain.check(lake) if f.severity == "error"]
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 5 * 20
+    assert_derived_equal_views(lake)

@@ -84,10 +84,7 @@ def open_table(root: Path, name: str, as_of: int | datetime | None = None) -> De
         dt = DeltaTable(str(path))
         if as_of is not None:
             dt.load_as_version(as_of)
-        lost = _empty_commits(path, dt.version())
-        if lost:
-            raise LakeError(f"cannot read table {name} of {root}: its log file {lost[0]} is empty (a commit lost, "
-                            "e.g. by a crash of the machine): restore it from a backup; see `eselake lake check`")
+        refuse_lost_commits(root, name, dt.version())
         return dt
     except TableNotFoundError:
         return None
@@ -99,14 +96,25 @@ def open_table(root: Path, name: str, as_of: int | datetime | None = None) -> De
         raise LakeError(f"cannot read table {name} of {root}{where}: {_reason(exc)}") from exc
 
 
-def _empty_commits(path: Path, version: int) -> list[Path]:
+def refuse_lost_commits(root: Path, name: str, version: int | None = None) -> None:
+    """A LakeError if the log of table ``name`` (up to ``version``) holds an empty commit file: delta-rs would
+    read it as a commit without actions, so readers would miss that commit's rows and writers would build on
+    it for good."""
+    lost = _empty_commits(table_path(root, name), version)
+    if lost:
+        raise LakeError(f"table {name} of {root}: its log file {lost[0]} is empty (a commit lost, e.g. by a crash "
+                        "of the machine): `eselake lake check --fix` sets it aside if it is the table's newest "
+                        "commit; otherwise restore it from a backup")
+
+
+def _empty_commits(path: Path, version: int | None) -> list[Path]:
     """Empty commit files that the snapshot at ``version`` replays (after its newest checkpoint); delta-rs
     reads an empty commit as one without actions, which would silently drop that commit's rows. One listing."""
     commits, checkpoint = [], -1
     with os.scandir(Path(path) / "_delta_log") as it:
         for e in it:
             v = e.name[:20]
-            if not v.isdigit() or int(v) > version:
+            if not v.isdigit() or (version is not None and int(v) > version):
                 continue
             if e.name.endswith(".checkpoint.parquet"):
                 checkpoint = max(checkpoint, int(v))
@@ -232,6 +240,11 @@ SETTLED_S = 2.0        # a log folder unchanged this long (s) gets a new mtime w
 LISTED_S = 1.0         # a listing is reused this long (s) at most (file systems whose folder times do not move)
 
 
+def forget_listing(log: Path) -> None:
+    """Drop this process's cached listing of log folder ``log`` (after a commit file was moved away)."""
+    _LISTED.pop(Path(log), None)
+
+
 def latest_version(root: Path, name: str) -> int:
     """Newest committed version of a table from its log folder (cheap: one directory listing, reused for up
     to LISTED_S while the folder keeps the modification time it had when listed, if it was then at least
@@ -276,6 +289,8 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
         meta["eselake.info"] = json.dumps(info, default=str)
     if isinstance(data, pa.Table):
         ensure_room(root, name, data.nbytes)
+    if exists(Path(root), name):
+        refuse_lost_commits(root, name)
     for attempt in range(attempts):
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -477,6 +492,8 @@ def commit_files(root: Path, name: str, files: list[tuple[str, dict[str, str]]],
     meta = {"eselake.operation": operation, "eselake.time": datetime.now(timezone.utc).isoformat()}
     if info:
         meta["eselake.info"] = json.dumps(info, default=str)
+    if not create and exists(Path(root), name):
+        refuse_lost_commits(root, name)
     try:
         if create or not exists(Path(root), name):
             DeltaTable.create(str(path), schema, partition_by=partition_by, mode="overwrite",

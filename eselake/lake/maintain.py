@@ -78,9 +78,11 @@ def check(lake, *, deep: bool = True, full: bool = False,
         log = delta.read_log(folder)
         bad_log = [f for f, actions in log if actions is None]
         for p in bad_log:
+            remedy = ("it is the table's newest commit: `lake check --fix` sets it aside (the table returns to its "
+                      "previous version; measure that commit's images again)" if p == log[-1][0] else
+                      "later commits build on it: restore the file from a backup")
             out.append(Finding("error", "damaged log", str(p), f"a commit of table {name} that cannot be read "
-                               "(empty or not JSON): the table's history is broken; restore the file from a "
-                               "backup (nothing is repaired automatically)", name))
+                               f"(empty or not JSON, e.g. after a crash of the machine); {remedy}", name))
         if bad_log:
             continue
         dt = delta.open_table(root, name)
@@ -238,8 +240,8 @@ def _check_rows_(lake) -> list[Finding]:
             for cat, sid, n in con.execute("""SELECT catalog, source_id, count(*) FROM catalog_sources_files
                                               GROUP BY ALL HAVING count(*) > 1 LIMIT 20""").fetchall():
                 out.append(Finding("error", "duplicate catalogue rows", f"{cat}: {sid}",
-                                   f"{n} rows: load the catalogue again (`eselake catalog load NAME FILE`) to replace them",
-                                   "catalog_sources"))
+                                   f"{n} rows: load the catalogue again (`eselake catalog load NAME FILE`) to "
+                                   "replace them", "catalog_sources"))
         if not images:
             return out
         for iid, n in con.execute("""SELECT image_id, count(*) FROM images_files GROUP BY image_id
@@ -279,8 +281,9 @@ def fix(lake, findings: list[Finding], min_age_s: float = GRACE_S,
     files that are intact are never touched. Returns what was done."""
     removed = []
     damaged = [f for f in findings if f.kind in DAMAGE and f.table]
-    if damaged:
-        removed += _repair(lake, damaged, progress)
+    lost = [f for f in findings if f.kind == "damaged log" and _newest_commit(Path(f.path))]
+    if damaged or lost:
+        removed += _repair(lake, damaged, lost, progress)
     for f in findings:
         if f.kind == "unreferenced file":
             p = Path(f.path)
@@ -308,8 +311,15 @@ def ingest_age_s(ingest_id: str | None) -> float:
         return float("inf")              # an id of another form (an import): old
 
 
-def _repair(lake, damaged: list[Finding], progress) -> list[str]:
-    """Set damaged files aside (kept for inspection), drop every absent file from its table, rebuild derived data."""
+def _newest_commit(path: Path) -> bool:
+    """``path`` is a commit file and the newest of its log (nothing builds on it)."""
+    log = delta.read_log(path.parent.parent)
+    return bool(log) and log[-1][0] == path
+
+
+def _repair(lake, damaged: list[Finding], lost: list[Finding], progress) -> list[str]:
+    """Set damaged data files and lost newest commits aside (kept for inspection), drop every absent file
+    from its table, rebuild derived data."""
     from deltalake import CommitProperties
 
     from eselake.lake.derived import refresh
@@ -317,15 +327,17 @@ def _repair(lake, damaged: list[Finding], progress) -> list[str]:
     lake._writable()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     done = []
+    def set_aside(p: Path) -> Path:
+        dest = lake.path / QUARANTINE / stamp / p.relative_to(lake.path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, dest)
+        return dest
+    for f in lost:                      # the table returns to its previous version
+        done.append(f"{f.path} (a lost commit, set aside in {set_aside(Path(f.path))})")
+        delta.forget_listing(Path(f.path).parent)
     for f in damaged:
         p = Path(f.path)
-        if p.exists():
-            dest = lake.path / QUARANTINE / stamp / p.relative_to(lake.path)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(p, dest)
-            done.append(f"{p} (set aside in {dest})")
-        else:
-            done.append(f"{p} (absent)")
+        done.append(f"{p} (set aside in {set_aside(p)})" if p.exists() else f"{p} (absent)")
     for name in sorted({f.table for f in damaged}):
         root = lake.table_root(name)
         dt = delta.open_table(root, name)
