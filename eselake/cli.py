@@ -219,8 +219,9 @@ def lake_group() -> None:
 @click.option("--full", is_flag=True, help="Also read every row of every file and compare it with the statistics "
                                            "the Delta log recorded (slow: reads the whole lake)")
 @click.option("--fix", is_flag=True, help="Remove unreferenced files older than --min-age-s and rows of "
-                                          "interrupted first measurements; set damaged or missing data files aside "
-                                          "(LAKE/quarantine), drop them from their table and rebuild derived data")
+                                          "interrupted first measurements; set damaged or missing data files and a "
+                                          "damaged newest commit aside (LAKE/quarantine), drop them from their table "
+                                          "and rebuild derived data")
 @click.option("--min-age-s", type=float, default=3600.0, show_default=True,
               help="Grace period: younger unreferenced files may belong to a commit in progress")
 @format_options
