@@ -558,3 +558,21 @@ def test_delete_and_remeasure_of_one_image_never_interleave(tmp_path, monkeypatc
     assert lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 0
     assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 0
     assert not [f for f in maintain.check(lake) if f.severity == "error"]
+
+
+def test_as_of_a_version_whose_commit_file_was_written_late(tmp_path):
+    """delta-rs travels in time by commit files' modification times; a commit file written some time after its
+    commitInfo timestamp (a slow disk, a loaded machine) is still the version --as-of names (before, the lake
+    as of it showed the version before, once the first ingest's table creation made that an empty one)."""
+    import os
+
+    lake = Lake(tmp_path / "lake")
+    lake.commit_image(_image("a", 60010.5), _phot("a", 60010.5, 1.0))
+    v = lake.table("images").version()
+    log = lake.path / "images" / "_delta_log" / f"{v:020d}.json"
+    st = os.stat(log)
+    os.utime(log, ns=(st.st_atime_ns, st.st_mtime_ns + 100_000_000))       # written 0.1 s late
+    time.sleep(0.3)
+    lake.commit_image(_image("a", 60010.5), _phot("a", 60010.5, 2.0))
+    assert _values(Lake(lake.path, as_of=v), "a") == [1.0]
+    assert _values(Lake(lake.path), "a") == [2.0]

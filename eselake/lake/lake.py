@@ -125,6 +125,9 @@ class Lake:
             return dt
         if name not in DATASETS:
             return self._derived_as_of(dt, name)
+        if name == "images" and isinstance(self.as_of, int):
+            dt.load_as_version(self.as_of)             # the version asked for, exactly
+            return dt
         return self._at_time(dt, name, as_of)
 
     def _derived_as_of(self, dt, name: str):
@@ -160,6 +163,14 @@ class Lake:
         dt = delta.open_table(self.path, "images")
         if dt is None:
             raise LakeError(f"{self.path} has no images table to take version {self.as_of} of")
+        # delta-rs travels in time by the commit files' modification times (not the commitInfo timestamp,
+        # taken before the file is written): the moment is that of version as_of's commit file
+        try:
+            mtime_ns = (self.path / "images" / "_delta_log" / f"{self.as_of:020d}.json").stat().st_mtime_ns
+            if 0 <= self.as_of <= dt.version():
+                return datetime.fromtimestamp(mtime_ns / 1e9 + 1e-6, tz=timezone.utc)
+        except FileNotFoundError:         # cleaned up after a checkpoint: the recorded commit time
+            pass
         for h in dt.history():
             if h.get("version") == self.as_of:
                 return datetime.fromtimestamp(h["timestamp"] / 1000.0 + 0.0005, tz=timezone.utc)
