@@ -237,8 +237,8 @@ def lake_check(lake: Lake, full: bool, fix: bool, min_age_s: float, fmt: str, ou
     findings = maintain.check(lake, full=full, progress=say)
     if fix:
         removed = maintain.fix(lake, findings, min_age_s, progress=say)
-        console.print(f"removed {len(removed)} leftover(s)" if all(
-            f.kind not in maintain.DAMAGE + ("damaged log",) for f in findings) else "repaired:\n  " + "\n  ".join(removed))
+        repaired = any(f.kind in maintain.REPAIRS for f in findings)
+        console.print("repaired:\n  " + "\n  ".join(removed) if repaired else f"removed {len(removed)} leftover(s)")
         findings = maintain.check(lake, full=full)
     errors = [f for f in findings if f.severity == "error"]
     if findings:

@@ -1,4 +1,5 @@
 """The lake on Delta tables: the cases that lost, doubled or resurrected rows under the old file protocol."""
+import contextlib
 import multiprocessing as mp
 import shutil
 import sqlite3
@@ -79,21 +80,33 @@ def test_remeasure_finds_rows_of_a_killed_ingest_in_another_night(tmp_path, monk
     assert lake._nights_of_images(["not-an-image"]) == []
 
 
+@contextlib.contextmanager
+def _in_the_gap(monkeypatch, action):
+    """Run ``action()`` when an ingest reaches its images commit (its photometry committed), inside the block."""
+    from eselake.lake import delta
+    real = delta.commit
+
+    def hooked(root, name, table, **kw):
+        if name == "images":
+            action()
+        return real(root, name, table, **kw)
+    monkeypatch.setattr(delta, "commit", hooked)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(delta, "commit", real)
+
+
+def _killed():
+    raise SystemExit("killed")
+
+
 def test_first_ingest_killed_between_its_commits_is_not_doubled(tmp_path, monkeypatch):
     """The lake's very first ingest killed after its photometry commit (no images table yet): running it again
     replaces the hidden rows rather than adding a second copy."""
-    from eselake.lake import delta
     lake = Lake(tmp_path / "lake")
-    real = delta.commit
-
-    def killed(root, name, table, **kw):
-        if name == "images":
-            raise SystemExit("killed")
-        return real(root, name, table, **kw)
-    monkeypatch.setattr(delta, "commit", killed)
-    with pytest.raises(SystemExit):
+    with _in_the_gap(monkeypatch, _killed), pytest.raises(SystemExit):
         lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
-    monkeypatch.setattr(delta, "commit", real)
     assert [f.kind for f in maintain.check(lake)] == ["photometry without image"]     # lake check says so
     lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
     assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 20
@@ -498,34 +511,22 @@ def test_check_fix_never_deletes_the_photometry_of_an_ingest_in_flight(tmp_path,
     """`lake check --fix` run between an ingest's photometry and images commits sees 'photometry without
     image': it keeps rows younger than the grace period (the ingest then completes whole), and removes them
     only once they are older (an ingest that was killed there)."""
-    from eselake.lake import delta
-
     lake = Lake(tmp_path / "lake")
     lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
-    real = delta.commit
     seen = []
 
-    def fixer_in_the_gap(root, name, table, **kw):
-        if name == "images":
-            found = maintain.check(Lake(lake.path))
-            seen.extend(f.kind for f in found)
-            maintain.fix(Lake(lake.path), found)                  # default grace: one hour
-        return real(root, name, table, **kw)
-    monkeypatch.setattr(delta, "commit", fixer_in_the_gap)
-    lake.commit_image(_image("img1", 60011.5), _phot("img1", 60011.5, 1.0))
-    monkeypatch.setattr(delta, "commit", real)
+    def fixer():
+        found = maintain.check(Lake(lake.path))
+        seen.extend(f.kind for f in found)
+        maintain.fix(Lake(lake.path), found)                      # default grace: one hour
+    with _in_the_gap(monkeypatch, fixer):
+        lake.commit_image(_image("img1", 60011.5), _phot("img1", 60011.5, 1.0))
     assert seen == ["photometry without image"]
     assert not [f for f in maintain.check(lake) if f.severity == "error"]
     assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 40
 
-    def killed(root, name, table, **kw):                         # an ingest killed in the gap
-        if name == "images":
-            raise SystemExit("killed")
-        return real(root, name, table, **kw)
-    monkeypatch.setattr(delta, "commit", killed)
-    with pytest.raises(SystemExit):
+    with _in_the_gap(monkeypatch, _killed), pytest.raises(SystemExit):     # an ingest killed in the gap
         lake.commit_image(_image("img2", 60012.5), _phot("img2", 60012.5, 1.0))
-    monkeypatch.setattr(delta, "commit", real)
     found = maintain.check(lake)
     assert maintain.fix(lake, found) == []                        # too young to be removed
     assert maintain.fix(lake, found, min_age_s=0) == ["photometry rows of img2"]
@@ -538,22 +539,16 @@ def test_delete_and_remeasure_of_one_image_never_interleave(tmp_path, monkeypatc
     ends deleted in both tables (before, it ended as an images row without measurements)."""
     import threading
 
-    from eselake.lake import delta
-
     lake = Lake(tmp_path / "lake")
     lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
-    real = delta.commit
     deleter = threading.Thread(target=lambda: Lake(lake.path).delete_images(["img0"]))
 
-    def delete_in_the_gap(root, name, table, **kw):
-        if name == "images" and not deleter.is_alive():
-            deleter.start()
-            deleter.join(1.0)
-            assert deleter.is_alive()                     # it waits for this ingest's images commit
-        return real(root, name, table, **kw)
-    monkeypatch.setattr(delta, "commit", delete_in_the_gap)
-    lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 2.0))
-    monkeypatch.setattr(delta, "commit", real)
+    def delete():
+        deleter.start()
+        deleter.join(1.0)
+        assert deleter.is_alive()                         # it waits for this ingest's images commit
+    with _in_the_gap(monkeypatch, delete):
+        lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 2.0))
     deleter.join(30)
     assert lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 0
     assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 0

@@ -63,7 +63,7 @@ def exists(root: Path, name: str) -> bool:
         return False
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     text = str(exc)
     low = text.lower()
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "no space left" in low:
@@ -90,10 +90,10 @@ def open_table(root: Path, name: str, as_of: int | datetime | None = None) -> De
         return None
     except (DeltaError, DeltaProtocolError, OSError) as exc:
         if as_of is not None and ("not found" in str(exc).lower() or "version" in str(exc).lower()):
-            raise LakeError(f"table {name} of {root} has no version as of {as_of}: {_reason(exc)}") from exc
+            raise LakeError(f"table {name} of {root} has no version as of {as_of}: {reason(exc)}") from exc
         bad = corrupt_log_files(path)
         where = f" (its log file {bad[0]} is damaged)" if bad else ""
-        raise LakeError(f"cannot read table {name} of {root}{where}: {_reason(exc)}") from exc
+        raise LakeError(f"cannot read table {name} of {root}{where}: {reason(exc)}") from exc
 
 
 def refuse_lost_commits(root: Path, name: str, version: int | None = None) -> None:
@@ -124,14 +124,17 @@ def _empty_commits(path: Path, version: int | None) -> list[Path]:
             if v > checkpoint and e.stat().st_size == 0]
 
 
+def log_commits(path: Path) -> list[Path]:
+    """The commit files (``<20-digit version>.json``) of table folder ``path``'s log, oldest first."""
+    return sorted(f for f in (Path(path) / "_delta_log").glob("*.json") if re.fullmatch(r"\d{20}\.json", f.name))
+
+
 def read_log(path: Path) -> list[tuple[Path, list[dict] | None]]:
     """Every commit file of table folder ``path``, in order, with its actions; None for a commit that is empty
     or holds a line that is not JSON (a commit always holds at least its commitInfo: an empty file is a commit
     lost, e.g. by a crash without fsync)."""
     out = []
-    for f in sorted((Path(path) / "_delta_log").glob("*.json")):
-        if not re.fullmatch(r"\d{20}\.json", f.name):
-            continue
+    for f in log_commits(path):
         try:
             actions = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
         except FileNotFoundError:         # removed by log cleanup meanwhile
@@ -318,8 +321,8 @@ def commit(root: Path, name: str, data: pa.Table, *, mode: str = "append", predi
         except (DeltaError, DeltaProtocolError, OSError, pa.ArrowException) as exc:
             if "schema" in str(exc).lower() and "mismatch" in str(exc).lower():
                 raise LakeError(f"table {name} of {root}: data does not match the table's schema "
-                                f"({_reason(exc)})") from exc
-            raise LakeError(f"writing table {name} of {root} failed: {_reason(exc)}") from exc
+                                f"({reason(exc)})") from exc
+            raise LakeError(f"writing table {name} of {root} failed: {reason(exc)}") from exc
     raise AssertionError("unreachable")
 
 
@@ -512,7 +515,7 @@ def commit_files(root: Path, name: str, files: list[tuple[str, dict[str, str]]],
     except CommitFailedError as exc:
         raise LakeError(f"could not commit to table {name} of {root}: a concurrent commit conflicts") from exc
     except (DeltaError, DeltaProtocolError, OSError, pa.ArrowException) as exc:
-        raise LakeError(f"writing table {name} of {root} failed: {_reason(exc)}") from exc
+        raise LakeError(f"writing table {name} of {root} failed: {reason(exc)}") from exc
 
 
 DATA_PRESERVING = {"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"}
@@ -545,7 +548,7 @@ def run_retrying(root: Path, name: str, fn, what: str, table: DeltaTable | None 
                 raise LakeError(f"{what} of table {name} of {root}: too many concurrent writers")
             time.sleep(min(0.05 * (attempt + 1), 1.0) * (0.5 + random.random()))
         except (DeltaError, DeltaProtocolError, OSError) as exc:
-            raise LakeError(f"{what} of table {name} of {root} failed: {_reason(exc)}") from exc
+            raise LakeError(f"{what} of table {name} of {root} failed: {reason(exc)}") from exc
     raise AssertionError("unreachable")
 
 

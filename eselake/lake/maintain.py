@@ -35,6 +35,7 @@ class Finding:
 
 
 DAMAGE = ("missing file", "damaged file", "unreadable file")    # referenced files ``fix`` removes from the table
+REPAIRS = DAMAGE + ("damaged log",)                               # findings ``fix`` repairs (not leftovers)
 QUARANTINE = "quarantine"      # LAKE/quarantine/<time>/<table path>/...: damaged files set aside by ``fix``
 
 
@@ -124,7 +125,7 @@ def _file_problem(p: Path, act: dict, name: str, *, deep: bool, full: bool) -> t
             pf = pq.ParquetFile(p)
             schema = pf.schema_arrow
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding
-            return "unreadable file", f"{type(exc).__name__}: {_first_line(exc)}"
+            return "unreadable file", f"{type(exc).__name__}: {delta.reason(exc)}"
     if act.get("size_bytes") is not None and size != act["size_bytes"]:
         return "damaged file", f"{size} bytes, the log recorded {act['size_bytes']} (truncated or overwritten)"
     if not (deep or full):
@@ -144,13 +145,8 @@ def _file_problem(p: Path, act: dict, name: str, *, deep: bool, full: bool) -> t
     try:
         found = _read_stats(pf)
     except Exception as exc:  # noqa: BLE001 - a page that does not decode
-        return "unreadable file", f"{type(exc).__name__}: {_first_line(exc)}"
+        return "unreadable file", f"{type(exc).__name__}: {delta.reason(exc)}"
     return _stats_mismatch(found, act)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else ""
 
 
 def _read_stats(pf: pq.ParquetFile) -> dict:
@@ -218,7 +214,7 @@ def _check_rows(lake) -> list[Finding]:
         return _check_rows_(lake)
     except duckdb.Error as exc:        # a data page that does not decode: the file-by-file read names it
         return [Finding("error", "unreadable data", str(lake.path),
-                        f"{_first_line(exc)}: `lake check --full` names the damaged file")]
+                        f"{delta.reason(exc)}: `lake check --full` names the damaged file")]
 
 
 def _check_rows_(lake) -> list[Finding]:
@@ -313,8 +309,8 @@ def ingest_age_s(ingest_id: str | None) -> float:
 
 def _newest_commit(path: Path) -> bool:
     """``path`` is a commit file and the newest of its log (nothing builds on it)."""
-    log = delta.read_log(path.parent.parent)
-    return bool(log) and log[-1][0] == path
+    commits = delta.log_commits(path.parent.parent)
+    return bool(commits) and commits[-1] == path
 
 
 def _repair(lake, damaged: list[Finding], lost: list[Finding], progress) -> list[str]:
