@@ -146,3 +146,49 @@ def test_remeasure_and_delete_after_a_delete_rewrote_a_file(tmp_path):
     per = lake.sql("SELECT image_id, count(*) AS n FROM photometry GROUP BY ALL ORDER BY image_id")
     assert per["image_id"].to_list() == sorted(set(ids[0::2] + [ids[1]]) - {ids[0], ids[4]})
     assert set(per["n"]) == {20}
+
+
+def test_newest_snapshot_is_kept_while_the_log_is_unchanged(lake):
+    """A process reuses a table's newest snapshot (no replay of the log) only while the log is unchanged: a new
+    commit, a commit set aside and written again with the same version, and a damaged older commit are seen."""
+    import glob
+
+    from eselake.lake import delta
+
+    for k in range(3):
+        lake.commit_image(_image(f"img-{k}", 60300.25 + k), _phot(10, 1.0 + k, f"img-{k}", 60300.25 + k))
+    first = lake.snapshots()["photometry"]
+    assert lake.snapshots()["photometry"] is first           # kept: the same snapshot object
+    lake.commit_image(_image("img-9", 60310.25), _phot(10, 9.0, "img-9", 60310.25))
+    newer = lake.snapshots()["photometry"]
+    assert newer.version == first.version + 1 and len(newer.files) == len(first.files) + 1
+    assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 40
+    # the newest commit set aside and another one written with its version number
+    log = lake.path / "photometry" / "_delta_log"
+    newest = log / f"{newer.version:020d}.json"
+    os.rename(newest, lake.path / "aside.json")
+    delta.forget_listing(log)
+    assert lake.snapshots()["photometry"].version == first.version
+    lake.commit_image(_image("img-8", 60311.25), _phot(10, 8.0, "img-8", 60311.25))
+    again = lake.snapshots()["photometry"]
+    assert again.version == newer.version and again.files != newer.files
+    # an older commit emptied (a crash): refused, as when the table is opened afresh
+    older = sorted(glob.glob(str(log / "*.json")))[1]
+    open(older, "wb").close()
+    with pytest.raises(LakeError, match=os.path.basename(older)):
+        lake.snapshots()
+
+
+def test_a_connection_up_to_a_view_binds_only_what_that_view_reads():
+    """open_connection(until=...) creates the views that view reads (directly or through others), and none of
+    those a derived dataset replaces reads."""
+    from eselake.lake.connect import _needed, view_files
+
+    files = view_files()
+    assert _needed(files, "measurements", set()) == {"images", "measurements"}
+    daily = _needed(files, "daily_lightcurves", set())
+    assert {"measurements", "image_gains", "lightcurve_points", "daily_lightcurves"} <= daily
+    assert "variability_stats" not in daily and "ese_search" not in daily
+    cands = _needed(files, "ese_candidates_all", {"variability_stats", "ese_search"})
+    assert {"variability_stats", "ese_search", "ese_scores"} <= cands
+    assert not cands & {"measurements", "daily_lightcurves", "image_gains"}

@@ -218,6 +218,52 @@ def snapshot(dt: DeltaTable | None, name: str) -> Snapshot:
     return Snapshot(name, dt.version(), files, pa.schema(dt.schema().to_arrow()), ts, info, dt)
 
 
+_SNAPSHOTS: dict[str, tuple[tuple, Snapshot]] = {}   # table folder -> (its log's key, newest snapshot)
+SNAPSHOTS_KEPT = 64    # tables whose newest snapshot a process keeps
+
+
+def _log_key(path: Path) -> tuple | None:
+    """What identifies a table's newest snapshot, from one listing of its log: the newest checkpoint and every
+    commit file after it (version, size, modification time, inode), so that a new commit, a commit set aside
+    and committed again, or a damaged (e.g. emptied) commit file all change it; None without a log."""
+    found = []
+    try:
+        with os.scandir(Path(path) / "_delta_log") as it:
+            for e in it:
+                v = e.name[:20]
+                if v.isdigit() and (e.name[20:] == ".json" or e.name.endswith(".checkpoint.parquet")):
+                    found.append((int(v), e.name[20:], e))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    cp = max((v for v, kind, _ in found if kind != ".json"), default=-1)
+    key = []
+    for v, kind, e in sorted(found, key=lambda f: (f[0], f[1])):
+        if v >= cp:
+            st = e.stat()
+            key.append((v, kind, st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(key)
+
+
+def current_snapshot(root: Path, name: str) -> Snapshot:
+    """The newest committed snapshot of table ``name``, kept per process while its log is unchanged (opening a
+    table replays its log: 5-50 ms; checking the log is one listing). Treat it as read-only: its ``table`` is
+    shared with later callers (anything that commits or time-travels opens its own with ``open_table``)."""
+    path = table_path(root, name)
+    key = _log_key(path)
+    if key is None:
+        return snapshot(open_table(root, name), name)
+    hit = _SNAPSHOTS.get(str(path))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    snap = snapshot(open_table(root, name), name)
+    if key and snap.version == max(v for v, *_ in key):     # not when a commit landed between key and open
+        _SNAPSHOTS.pop(str(path), None)
+        _SNAPSHOTS[str(path)] = (key, snap)
+        while len(_SNAPSHOTS) > SNAPSHOTS_KEPT:
+            _SNAPSHOTS.pop(next(iter(_SNAPSHOTS)))
+    return snap
+
+
 def _described(dt: DeltaTable, version: int, limit: int = 200):
     """(timestamp of ``version``, eselake.info of the newest commit at or before it that has one), read from
     the log's own commit files: delta-rs's history() of a table loaded at an older version numbers the
@@ -226,10 +272,8 @@ def _described(dt: DeltaTable, version: int, limit: int = 200):
     log = Path(table_folder(dt)) / "_delta_log"
     ts = None
     for v in range(version, max(-1, version - limit), -1):
-        try:
-            with open(log / f"{v:020d}.json", encoding="utf-8") as fh:   # commitInfo is a line of its own
-                commit = next((json.loads(ln).get("commitInfo") or {} for ln in fh if '"commitInfo"' in ln), {})
-        except OSError:
+        commit = _commit_info(log, v)
+        if commit is None:
             return None
         if v == version:
             ts = commit.get("timestamp")
@@ -241,6 +285,16 @@ def _described(dt: DeltaTable, version: int, limit: int = 200):
 _LISTED: dict[Path, tuple[int, int, float]] = {}   # log folder -> (mtime in ns, newest version, when listed)
 SETTLED_S = 2.0        # a log folder unchanged this long (s) gets a new mtime with its next commit
 LISTED_S = 1.0         # a listing is reused this long (s) at most (file systems whose folder times do not move)
+
+
+def _commit_info(log: Path, version: int) -> dict | None:
+    """The commitInfo of commit ``version`` read from its file in folder ``log`` ({} if it has none); None when
+    the file cannot be read (cleaned up after a checkpoint, damaged)."""
+    try:
+        with open(log / f"{version:020d}.json", encoding="utf-8") as fh:   # commitInfo is a line of its own
+            return next((json.loads(ln).get("commitInfo") or {} for ln in fh if '"commitInfo"' in ln), {})
+    except (OSError, ValueError):
+        return None
 
 
 def forget_listing(log: Path) -> None:
@@ -527,6 +581,10 @@ def changed_since(root: Path, name: str, version: int, now: int) -> bool:
         return False
     if now < version or version < 0:
         return True
+    log = table_path(root, name) / "_delta_log"
+    ops = [_commit_info(log, v) for v in range(version + 1, now + 1)]
+    if all(op is not None for op in ops):         # the commit files themselves: no replay of the log
+        return any(op.get("operation") not in DATA_PRESERVING for op in ops)
     dt = open_table(root, name)
     if dt is None:
         return True

@@ -184,10 +184,15 @@ class Lake:
 
     def snapshots(self) -> dict[str, delta.Snapshot]:
         """The committed snapshot of every base table (files and version), at ``as_of`` if set."""
-        return {n: delta.snapshot(self.table(n), n) for n in DATASETS}
+        return {n: self._snapshot(n) for n in DATASETS}
 
     def derived_snapshots(self) -> dict[str, delta.Snapshot]:
-        return {n: delta.snapshot(self.table(n), n) for n in _connect.DERIVED_VIEWS}
+        return {n: self._snapshot(n) for n in _connect.DERIVED_VIEWS}
+
+    def _snapshot(self, name: str) -> delta.Snapshot:
+        if self.as_of is None:
+            return delta.current_snapshot(self.table_root(name), name)
+        return delta.snapshot(self.table(name), name)
 
     # ---------------------------------------------------------------- queries
     def connect(self, *, derived: bool = True, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
