@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -220,6 +221,7 @@ def snapshot(dt: DeltaTable | None, name: str) -> Snapshot:
 
 _SNAPSHOTS: dict[str, tuple[tuple, Snapshot]] = {}   # table folder -> (its log's key, newest snapshot)
 SNAPSHOTS_KEPT = 64    # tables whose newest snapshot a process keeps
+_SNAPSHOTS_LOCK = threading.Lock()
 
 
 def _log_key(path: Path) -> tuple | None:
@@ -257,10 +259,11 @@ def current_snapshot(root: Path, name: str) -> Snapshot:
         return hit[1]
     snap = snapshot(open_table(root, name), name)
     if key and snap.version == max(v for v, *_ in key):     # not when a commit landed between key and open
-        _SNAPSHOTS.pop(str(path), None)
-        _SNAPSHOTS[str(path)] = (key, snap)
-        while len(_SNAPSHOTS) > SNAPSHOTS_KEPT:
-            _SNAPSHOTS.pop(next(iter(_SNAPSHOTS)))
+        with _SNAPSHOTS_LOCK:                                # (the API serves requests on threads)
+            _SNAPSHOTS.pop(str(path), None)
+            _SNAPSHOTS[str(path)] = (key, snap)
+            while len(_SNAPSHOTS) > SNAPSHOTS_KEPT:
+                _SNAPSHOTS.pop(next(iter(_SNAPSHOTS)))
     return snap
 
 
