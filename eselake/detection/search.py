@@ -141,6 +141,21 @@ class _Base:
             setattr(out, k, getattr(self, k)[rows])
         return out
 
+    def perp(self, A, B, C):
+        """The first result of ``project`` alone, in place on two temporaries (arrays of every day: the
+        alternatives' sums at every start day)."""
+        ex = (slice(None),) + (None,) * (np.ndim(A) - 1)
+        q = A * A
+        q *= self.t2[ex]
+        p = A * B
+        p *= 2 * self.t1[ex]
+        q -= p
+        np.multiply(B, B, out=p)
+        p *= self.w0[ex]
+        q += p
+        q /= self.det[ex]
+        return np.subtract(C, q, out=q)
+
     def project(self, A, B, C):
         """s'Ws after projecting baseline and slope out (rows first axis), and the projection coefficients."""
         ex = (slice(None),) + (None,) * (np.ndim(A) - 1)
@@ -239,6 +254,12 @@ def _coarse_scan(ctx: _Ctx, shapes):
     zbest = np.full((n, nd), -np.inf); sbest = np.zeros((n, nd), np.int64); cbest = np.zeros((n, nd))
     wscale = ctx.w.sum(1) / np.maximum(ctx.present.sum(1), 1)
     wn = ctx.w / wscale[:, None]
+    cum = np.zeros((4, n, m + 1))
+    np.multiply(wn, ctx.r0, out=cum[0, :, 1:])
+    cum[1, :, 1:] = wn
+    np.multiply(wn, ctx.tau, out=cum[2, :, 1:])
+    cum[3, :, 1:] = ctx.present
+    np.cumsum(cum, axis=2, out=cum)
     nb_ = ctx.base.sub(np.arange(n))
     for k in ("w0", "t1", "t2"):
         setattr(nb_, k, getattr(nb_, k) / wscale)
@@ -257,32 +278,33 @@ def _coarse_scan(ctx: _Ctx, shapes):
         n_fft = np.array([sfft.next_fast_len(int(v) + 2 * K + 1, real=True) for v in nb_row])
         for N in np.unique(n_fft):
             g = np.nonzero(n_fft == N)[0]
-            _scan_group(ctx, g, int(N), K, b, dur, tabs, j0[g], wn[g], wscale[g], pA[g], pB[g], pAB[g],
+            _scan_group(ctx, g, int(N), K, b, dur, tabs, j0[g], cum, wscale[g], pA[g], pB[g], pAB[g],
                         last_col[g], di, zbest, sbest, cbest)
     return zbest, sbest, cbest
 
 
-def _scan_group(ctx, g, N, K, b, dur, tabs, j0, wn, wscale, pA, pB, pAB, last_col, di, zbest, sbest, cbest):
-    """The coarse scan of rows ``g`` (one FFT length N) for one duration; updates the best arrays in place."""
+def _scan_group(ctx, g, N, K, b, dur, tabs, j0, cum, wscale, pA, pB, pAB, last_col, di, zbest, sbest, cbest):
+    """The coarse scan of rows ``g`` (one FFT length N) for one duration; updates the best arrays in place.
+    ``cum``: cumulative sums over days (from 0) of w r0, w, w tau and present, w normalised, every row."""
     n = g.size
     rows = np.arange(n)
     m = ctx.m
     width = N - 1
-    binidx = (ctx.first[g][:, None] + np.arange(m)[None, :]) // b - j0[:, None]
-    inside = binidx + K < width
-    flat = (rows[:, None] * width + np.minimum(binidx + K, width - 1)).ravel()
-
-    def binned(x):
-        return np.bincount(flat, weights=np.where(inside, x, 0.0).ravel(), minlength=n * width).reshape(n, width)
-    fy, fw, ft = (sfft.rfft(binned(x).astype(np.float32), n=N, axis=1, workers=1)
-                  for x in (wn * ctx.r0[g], wn, wn * ctx.tau[g]))
-    cnt = binned(ctx.present[g].astype(float))
+    # bin j of a row holds its days [j b - o, (j + 1) b - o), o = first mod b: differences of cumulative sums
+    # at those edges (days past a row's last have zero weight), placed from column K on
+    nb = min(-(-(m + b - 1) // b), width - K)
+    edges = np.clip(np.arange(nb + 1)[None, :] * b - (ctx.first[g] - j0 * b)[:, None], 0, m)
+    sums = cum[:, g[:, None], edges]
+    bins = np.zeros((4, n, width), np.float32)
+    np.subtract(sums[:, :, 1:], sums[:, :, :-1], out=bins[:, :, K:K + nb], casting="same_kind")
+    fy, fw, ft = sfft.rfft(bins[:3], n=N, axis=2, workers=1)
+    cnt = bins[3].astype(float)
     # centre of output column p: bin p - K relative to the row's first bin
     mgrid = np.arange(width) - K
     cday = (j0[:, None] + mgrid[None, :]) * b + (b - 1) / 2.0 - ctx.first[g][:, None]
     h = int(round(dur / 2 / b))
     cs = np.concatenate([np.zeros((n, h + 1)), np.cumsum(cnt, 1), np.repeat(cnt.sum(1, keepdims=True), h, 1)], 1)
-    core = cs[:, np.arange(width) + 2 * h + 1] - cs[:, np.arange(width)]
+    core = cs[:, 2 * h + 1:2 * h + 1 + width] - cs[:, :width]
     ok_c = (cday >= -dur / 2) & (cday <= last_col[:, None] + dur / 2) & (core >= MIN_CORE_NIGHTS)
     for si, (tv, k) in enumerate(tabs):
         circ = np.zeros(N, np.float32); circ[np.arange(-k, k + 1) % N] = tv
@@ -291,9 +313,18 @@ def _scan_group(ctx, g, N, K, b, dur, tabs, j0, wn, wscale, pA, pB, pAB, last_co
         A = sfft.irfft(fw * fs, n=N, axis=1, workers=1)[:, :width]
         B = sfft.irfft(ft * fs, n=N, axis=1, workers=1)[:, :width]
         C = sfft.irfft(fw * fs2, n=N, axis=1, workers=1)[:, :width]
-        den = C - (pA * A * A + pB * B * B - pAB * A * B)
+        den = A * A                      # C - (pA A^2 + pB B^2 - pAB A B), in place
+        den *= pA
+        t = B * B
+        t *= pB
+        den += t
+        np.multiply(A, B, out=t)
+        t *= pAB
+        den -= t
+        np.subtract(C, den, out=den)
         good = ok_c & (den > MIN_PERP_FRAC * C) & (C > 0) & (num > 0)
-        z2 = np.where(good, num * num / np.where(good, den, 1.0), -1.0)
+        z2 = np.full(num.shape, -1.0, np.float32)
+        np.divide(num * num, den, out=z2, where=good)
         j = np.argmax(z2, axis=1)
         zj = np.where(z2[rows, j] > 0, np.sqrt(np.maximum(z2[rows, j], 0.0)) * np.sqrt(wscale), -np.inf)
         better = zj > zbest[g, di]
@@ -311,18 +342,21 @@ def _alternatives(ctx: _Ctx):
     """
     w, r0, tau, present, base = ctx.w, ctx.r0, ctx.tau, ctx.present, ctx.base
     n, m = r0.shape
-    x = np.stack([w * r0, w, w * tau])[:, :, ::-1]          # reversed in time
-    nights_after = np.cumsum(present[:, ::-1], 1)[:, ::-1]
+    # every array in reversed time (contiguous): a sum over t >= t0 is then a forward filter, and only each
+    # row's best start day is kept, so nothing is turned back
+    x = np.ascontiguousarray(np.stack([w * r0, w, w * tau])[:, :, ::-1])
+    present = np.ascontiguousarray(present[:, ::-1])
+    nights_after = np.cumsum(present, 1)
     best_flare = np.zeros(n)
     for tf in FLARE_TAUS:
         rho = np.exp(-1.0 / tf)
-        num, A, B = noise.ar1_filter(x, rho)[:, :, ::-1]
-        C = noise.ar1_filter(x[1], rho * rho)[:, ::-1]
-        den, _, _ = base.project(A, B, C)
+        num, A, B = noise.ar1_filter(x, rho)
+        C = noise.ar1_filter(x[1], rho * rho)
+        den = base.perp(A, B, C)
         good = present & (den > MIN_PERP_FRAC * C) & (nights_after >= 3) & (num > 0)
         best_flare = np.maximum(best_flare, np.where(good, num * num / np.where(good, den, 1.0), 0.0).max(1))
-    num, A, B = np.cumsum(x, axis=-1)[:, :, ::-1]
-    den, _, _ = base.project(A, B, A)
+    num, A, B = np.cumsum(x, axis=-1)
+    den = base.perp(A, B, A)
     nights_before = present.sum(1, keepdims=True) - nights_after
     good = present & (nights_after >= 3) & (nights_before >= 3) & (den > 1e-9 * A)
     step = np.where(good, num * num / np.where(good, den, 1.0), 0.0).max(1)
