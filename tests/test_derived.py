@@ -547,6 +547,48 @@ def test_lookup_copy_stays_sorted_by_source(tmp_path, monkeypatch):
     assert_derived_equal_views(lake)
 
 
+def test_refresh_merges_a_year_s_recent_files_before_lookups_read_too_many(tmp_path, monkeypatch):
+    """Every refresh that adds rows adds a file to its year's recent partition, and a one-source lookup reads
+    each of them: once they outnumber LOOKUP_RECENT_FILES the refresh merges them (their rows only, the year's
+    files untouched), so the count stays bounded at any rate of tiles, and the copy stays equal to its view."""
+    from eselake.lake import derived
+
+    sim = simulate_photometry(30, 70, start_mjd=60330.0, cadence_days=0.5, noise_jy=2e-3, seed=12,
+                              id_prefix="NVSS J0000+00 ")
+    ids = sim.images.column("image_id")
+    sources = sorted(set(sim.photometry.column("source_id").to_pylist()))
+    lake = Lake(tmp_path / "lake")
+    monkeypatch.setattr(derived, "LOOKUP_RECENT_FILES", 3)
+    monkeypatch.setattr(derived, "LOOKUP_FILE_ROWS", 200)
+    lake.commit_batch(sim.images.slice(0, 60), sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"),
+                                                                               ids.slice(0, 60))))
+    refresh(lake)
+    year = {_part(f) for f in lake.derived_snapshots()["measurements_by_source"].files}
+    assert len(year) == 1
+    year = year.pop()
+    kept = set(lake.derived_snapshots()["measurements_by_source"].files)
+    counts = []
+    for i in range(60, 68):
+        lake.commit_batch(sim.images.slice(i, 1), sim.photometry.filter(pc.equal(sim.photometry.column("image_id"),
+                                                                                  ids[i])))
+        assert refresh(lake)["mode"] == "incremental"
+        snap = lake.derived_snapshots()["measurements_by_source"]
+        counts.append(sum(_part(f) == year + derived.RECENT for f in snap.files))
+        assert kept <= set(snap.files)                  # the year's own files are not rewritten
+    assert max(counts) == 3 and counts[:4] == [1, 2, 3, 1]     # the fourth merged with the three before
+    # recent rows beyond what a refresh rewrites at once: left to `lake compact`
+    monkeypatch.setattr(derived, "LOOKUP_ROWS_AT_ONCE", 200)
+    for i in range(68, 70):
+        lake.commit_batch(sim.images.slice(i, 1), sim.photometry.filter(pc.equal(sim.photometry.column("image_id"),
+                                                                                  ids[i])))
+        refresh(lake)
+    snap = lake.derived_snapshots()["measurements_by_source"]
+    assert sum(_part(f) == year + derived.RECENT for f in snap.files) == counts[-1] + 2 > 3
+    _assert_files_sorted_by_source(lake, ranges=False)
+    assert_derived_equal_views(lake)
+    _assert_lookups_narrowed(lake, sources[::6])
+
+
 def test_lake_emptied_of_every_image_has_current_empty_derived_data(tmp_path):
     """Deleting every image leaves no stale derived data behind: the refresh empties them (before, the ESE
     search of deleted images was still served, said to be stale, for good)."""

@@ -512,9 +512,11 @@ def _refresh_lookup(lake, snaps, say, closed: set[str] = frozenset()) -> bool:
         else:
             table = pa.Table.from_batches(batches, schema=reader.schema)      # _commit makes it one batch
             _commit(lake, name, table, _record(lake, snaps, name), predicate=pred)
-            return True
     finally:
         con.close()
+    if n <= LOOKUP_ROWS_AT_ONCE:
+        _fold_recent(lake, years)
+        return True
     _write_years(lake, snaps, years, _record(lake, snaps, name), say)
     return True
 
@@ -523,6 +525,7 @@ LOOKUP_ROWS_AT_ONCE = 2_000_000   # changed rows of the by-source copy written i
 LOOKUP_FILE_ROWS = 1_000_000      # rows of a by-source file (a range of sources of one year)
 RECENT = "r"                      # partition YYYYr: a year's rows added since it was last written whole
 RECENT_SHARE = 0.2                # compaction rewrites a year whole when its recent rows reach this share
+LOOKUP_RECENT_FILES = 8           # a refresh merges a year's recent files once they outnumber this
 
 
 def _lookup_query(where: str, partition: str | None = None) -> str:
@@ -610,32 +613,59 @@ def compact_lookup(lake) -> dict:
     from eselake.lake.connect import files_view, new_connection
 
     name = "measurements_by_source"
-    root = lake.table_root(name)
     if not _lookup_to_compact(lake.derived_snapshots()[name]):
         return {}                                   # nothing to do: no wait for a running refresh
     with lake.lock("refresh"):
         snap = lake.derived_snapshots()[name]
-        files, done, removed, schema = [], [], 0, None
-        for year, whole in sorted(_lookup_to_compact(snap).items()):
-            part = year if whole else year + RECENT
-            read = [year, year + RECENT] if whole else [part]
-            old = [f for f in snap.files if any(f"/year={r}/" in f for r in read)]
-            con = _sort_memory(new_connection())
-            try:
-                files_view(con, "lookup_part", "f_part", old)
-                rels, schema = _write_lookup_files(root, part, con.sql(
-                    "SELECT * FROM lookup_part ORDER BY source_id, mjd"))
-            finally:
-                con.close()
-            files += [(rel, {"year": part}) for rel in rels]
-            done += read
-            removed += len(old)
-        if not files:
-            return {}
-        delta.commit_files(root, name, files, schema.append(pa.field("year", pa.string())),
-                           partition_by=["year"], replace_partitions=done, operation="compaction",
-                           info=snap.info)
+        return _rewrite_lookup(lake, snap, _lookup_to_compact(snap))
+
+
+def _rewrite_lookup(lake, snap: delta.Snapshot, parts: dict[str, bool]) -> dict:
+    """Rewrite partitions of the by-source copy from its own files, sorted into files of source ranges (year ->
+    True: the year whole with its recent rows; False: its recent files alone), committed with the copy's
+    record (the rows are the same). Under the refresh lock."""
+    from eselake.lake.connect import files_view, new_connection
+
+    name = "measurements_by_source"
+    root = lake.table_root(name)
+    files, done, removed, schema = [], [], 0, None
+    for year, whole in sorted(parts.items()):
+        part = year if whole else year + RECENT
+        read = [year, year + RECENT] if whole else [part]
+        old = [f for f in snap.files if any(f"/year={r}/" in f for r in read)]
+        con = _sort_memory(new_connection())
+        try:
+            files_view(con, "lookup_part", "f_part", old)
+            rels, schema = _write_lookup_files(root, part, con.sql(
+                "SELECT * FROM lookup_part ORDER BY source_id, mjd"))
+        finally:
+            con.close()
+        files += [(rel, {"year": part}) for rel in rels]
+        done += read
+        removed += len(old)
+    if not files:
+        return {}
+    delta.commit_files(root, name, files, schema.append(pa.field("year", pa.string())),
+                       partition_by=["year"], replace_partitions=done, operation="compaction", info=snap.info)
     return {"removed": removed, "added": len(files)}
+
+
+def _fold_recent(lake, years: set[str]) -> None:
+    """Merge a year's recent files (one per refresh that added rows) into files of source ranges once they
+    outnumber LOOKUP_RECENT_FILES: a lookup reads every recent file of its years, so a day of tiles would
+    otherwise make it read hundreds. Costs the recent rows, not the year; a year whose recent rows exceed
+    LOOKUP_ROWS_AT_ONCE is left to `eselake lake compact` (which rewrites such a year whole in time)."""
+    snap = lake.derived_snapshots()["measurements_by_source"]
+    parts = {y + RECENT for y in years}
+    if not snap.files or sum(any(f"/year={p}/" in f for p in parts) for f in snap.files) <= LOOKUP_RECENT_FILES:
+        return
+    acts = pl.from_arrow(delta.add_actions(snap.table).select(["partition.year", "num_records"]))
+    per = acts.filter(pl.col("partition.year").is_in(sorted(parts))).group_by("partition.year").agg(
+        pl.len().alias("files"), pl.col("num_records").sum().alias("rows"))
+    fold = {p.removesuffix(RECENT): False for p, files, rows in per.iter_rows()
+            if files > LOOKUP_RECENT_FILES and rows <= LOOKUP_ROWS_AT_ONCE}
+    if fold:
+        _rewrite_lookup(lake, snap, fold)
 
 
 def _lookup_to_compact(snap: delta.Snapshot) -> dict[str, bool]:
