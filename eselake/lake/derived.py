@@ -610,8 +610,6 @@ def compact_lookup(lake) -> dict:
     rows reach RECENT_SHARE of it. Read from those files (not recomputed) and committed with the copy's own
     record, so it stays exactly as current as it was. Under the refresh lock: the only writer of derived
     datasets is a refresh."""
-    from eselake.lake.connect import files_view, new_connection
-
     name = "measurements_by_source"
     if not _lookup_to_compact(lake.derived_snapshots()[name]):
         return {}                                   # nothing to do: no wait for a running refresh
