@@ -589,6 +589,34 @@ def test_refresh_merges_a_year_s_recent_files_before_lookups_read_too_many(tmp_p
     _assert_lookups_narrowed(lake, sources[::6])
 
 
+def test_long_lived_connection_holds_the_gains_and_follows_every_change(tmp_path):
+    """A process's connection (a server, a notebook) holds image gains and reference baselines in memory; after
+    each re-measurement and refresh by another writer its lightcurves equal the views computed from scratch."""
+    sim = _sim(n_images=16, seed=4)
+    writer = Lake(tmp_path / "lake")
+    writer.commit_batch(sim.images, sim.photometry)
+    refresh(writer)
+    reader = Lake(tmp_path / "lake")
+    q = "SELECT source_id, image_id, normalized_flux_jy, gain FROM photometry ORDER BY source_id, image_id"
+    sid = sim.photometry.column("source_id")[0].as_py()
+    one = q.replace("ORDER BY", "WHERE source_id = ? ORDER BY")
+    for k, image in enumerate(sim.images.to_pylist()[:3]):
+        held = reader._sync().sql("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
+        assert {("_held_image_gains",), ("_held_reference_baselines",)} <= set(held)
+        scratch = writer.connect(derived=False)
+        try:
+            want = pl.from_arrow(fetch_arrow(scratch, q))
+        finally:
+            scratch.close()
+        assert_frame_equal(reader.sql(q), want, check_exact=False, rel_tol=1e-9)
+        assert_frame_equal(reader.sql(one, [sid], source_id=sid), want.filter(pl.col("source_id") == sid),
+                           check_exact=False, rel_tol=1e-9)
+        rows = _rows(sim, image["image_id"])         # re-measured 30 % brighter: its gain changes
+        writer.commit_image(image, rows.set_column(rows.schema.get_field_index("peak_jyb"), "peak_jyb",
+                                                   pc.multiply(rows.column("peak_jyb"), 1.3)))
+        assert refresh(writer)["mode"] == "incremental"
+
+
 def test_lake_emptied_of_every_image_has_current_empty_derived_data(tmp_path):
     """Deleting every image leaves no stale derived data behind: the refresh empties them (before, the ESE
     search of deleted images was still served, said to be stale, for good)."""

@@ -117,6 +117,20 @@ def files_view(con: duckdb.DuckDBPyConnection, view: str, var: str, files) -> No
                 "union_by_name = false, hive_partitioning = false)")
 
 
+HELD = ("image_gains", "reference_baselines")   # small, and joined by every lightcurve lookup
+
+
+def hold_in_memory(con: duckdb.DuckDBPyConnection, derived: dict[str, Snapshot]) -> None:
+    """Copy the HELD derived datasets of ``derived`` (those current) into temp tables read in place of their
+    files: a long-lived connection (a server, a notebook) then joins them without opening a file per query
+    (~7 ms of a 30 ms lookup at 100M). Call again after the files change."""
+    for name in HELD:
+        if name in derived and derived[name].files:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _held_{name} AS SELECT * FROM read_parquet("
+                        f"getvariable('d_{name}'), union_by_name = false, hive_partitioning = false)")
+            con.execute(f"CREATE OR REPLACE VIEW {DERIVED_VIEWS[name]} AS SELECT * FROM _held_{name}")
+
+
 def open_connection(snaps: dict[str, Snapshot], derived: dict[str, Snapshot] | None = None,
                     *, sandbox_root: Path | None = None, until: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection over one snapshot: ``snaps`` holds the base tables, ``derived`` the

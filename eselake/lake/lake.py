@@ -237,6 +237,7 @@ class Lake:
                 self._con = None
             self._con = _connect.open_connection(snaps, use)
             self._shape = shape
+        _connect.hold_in_memory(self._con, use)
         self._synced, self._use, self._narrowed = state, use, False
         return self._con
 
