@@ -192,3 +192,37 @@ def test_a_connection_up_to_a_view_binds_only_what_that_view_reads():
     cands = _needed(files, "ese_candidates_all", {"variability_stats", "ese_search"})
     assert {"variability_stats", "ese_search", "ese_scores"} <= cands
     assert not cands & {"measurements", "daily_lightcurves", "image_gains"}
+
+
+def test_commit_removed_between_the_log_listing_and_its_stat(tmp_path, monkeypatch):
+    """Log cleanup (after a checkpoint) may remove a commit file between a reader's listing of the log and its
+    look at that file: the reader opens the table as it is then, no error."""
+    from deltalake import DeltaTable
+
+    from eselake.lake import delta
+
+    for i in range(4):
+        delta.commit(tmp_path, "t", pa.table({"x": [i]}), mode="append", operation="w")
+    log = tmp_path / "t" / "_delta_log"
+    newest = DeltaTable(str(tmp_path / "t")).version()
+    real = os.scandir
+
+    class Listing:
+        def __init__(self, path):
+            self.it = real(path)
+            self.entries = list(self.it)
+
+        def __enter__(self):
+            victim = log / f"{1:020d}.json"
+            if victim.exists() and any(e.path == str(victim) for e in self.entries):
+                # after the listing, before the stat: a writer checkpoints and cleans up the log
+                DeltaTable(str(tmp_path / "t")).create_checkpoint()
+                victim.unlink()
+            return iter(self.entries)
+
+        def __exit__(self, *exc):
+            self.it.close()
+
+    monkeypatch.setattr(delta.os, "scandir", Listing)
+    snap = delta.current_snapshot(tmp_path, "t")
+    assert snap.version == newest and len(snap.files) == 4

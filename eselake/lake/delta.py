@@ -122,7 +122,15 @@ def _empty_commits(path: Path, version: int | None) -> list[Path]:
             elif e.name[20:] == ".json":
                 commits.append((int(v), e))
     return [Path(e.path) for v, e in sorted(commits, key=lambda c: c[0])
-            if v > checkpoint and e.stat().st_size == 0]
+            if v > checkpoint and _size(e) == 0]
+
+
+def _size(entry: os.DirEntry) -> int | None:
+    """The size of a listed file, None if it was removed since the listing (log cleanup)."""
+    try:
+        return entry.stat().st_size
+    except FileNotFoundError:
+        return None
 
 
 def log_commits(path: Path) -> list[Path]:
@@ -241,7 +249,10 @@ def _log_key(path: Path) -> tuple | None:
     key = []
     for v, kind, e in sorted(found, key=lambda f: (f[0], f[1])):
         if v >= cp:
-            st = e.stat()
+            try:
+                st = e.stat()
+            except FileNotFoundError:     # removed since the listing (log cleanup after a new checkpoint)
+                return None                # (the caller then opens the table itself)
             key.append((v, kind, st.st_size, st.st_mtime_ns, st.st_ino))
     return tuple(key)
 
