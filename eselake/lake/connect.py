@@ -113,8 +113,13 @@ def files_view(con: duckdb.DuckDBPyConnection, view: str, var: str, files) -> No
     """``CREATE VIEW <view>`` over the columns of parquet ``files`` bound as variable ``var`` (never as SQL
     text); partition folders (``month=...``) add no column: a derived dataset has its view's columns."""
     con.execute(f"SET VARIABLE {var} = ?", [[glob_escape(f) for f in files]])
-    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet(getvariable('{var}'), "
-                "union_by_name = false, hive_partitioning = false)")
+    con.execute(f"CREATE OR REPLACE VIEW {view} AS {_read_files(var)}")
+
+
+def _read_files(var: str) -> str:
+    """SELECT every column of the parquet files listed in variable ``var`` (a derived dataset's: its view's
+    columns, no partition column)."""
+    return f"SELECT * FROM read_parquet(getvariable('{var}'), union_by_name = false, hive_partitioning = false)"
 
 
 HELD = ("image_gains", "reference_baselines")   # small, and joined by every lightcurve lookup
@@ -126,8 +131,7 @@ def hold_in_memory(con: duckdb.DuckDBPyConnection, derived: dict[str, Snapshot])
     (~7 ms of a 30 ms lookup at 100M). Call again after the files change."""
     for name in HELD:
         if name in derived and derived[name].files:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _held_{name} AS SELECT * FROM read_parquet("
-                        f"getvariable('d_{name}'), union_by_name = false, hive_partitioning = false)")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _held_{name} AS {_read_files(f'd_{name}')}")
             con.execute(f"CREATE OR REPLACE VIEW {DERIVED_VIEWS[name]} AS SELECT * FROM _held_{name}")
 
 

@@ -111,26 +111,33 @@ def refuse_lost_commits(root: Path, name: str, version: int | None = None) -> No
 def _empty_commits(path: Path, version: int | None) -> list[Path]:
     """Empty commit files that the snapshot at ``version`` replays (after its newest checkpoint); delta-rs
     reads an empty commit as one without actions, which would silently drop that commit's rows. One listing."""
-    commits, checkpoint = [], -1
+    files = _log_listing(path, version)
+    checkpoint = max((v for v, kind, _, _ in files if kind != ".json"), default=-1)
+    return [f for v, kind, f, st in files if kind == ".json" and v > checkpoint and st is not None and st.st_size == 0]
+
+
+def _log_listing(path: Path, version: int | None = None) -> list[tuple[int, str, Path, os.stat_result | None]]:
+    """One listing of table folder ``path``'s log up to ``version``: (version, ".json" or the checkpoint's
+    suffix, file, stat) of its newest checkpoint and every commit file from it on, oldest first; stat None for
+    a file removed since the listing (log cleanup after another writer's checkpoint). FileNotFoundError
+    without a log."""
+    found = []
     with os.scandir(Path(path) / "_delta_log") as it:
         for e in it:
             v = e.name[:20]
-            if not v.isdigit() or (version is not None and int(v) > version):
-                continue
-            if e.name.endswith(".checkpoint.parquet"):
-                checkpoint = max(checkpoint, int(v))
-            elif e.name[20:] == ".json":
-                commits.append((int(v), e))
-    return [Path(e.path) for v, e in sorted(commits, key=lambda c: c[0])
-            if v > checkpoint and _size(e) == 0]
-
-
-def _size(entry: os.DirEntry) -> int | None:
-    """The size of a listed file, None if it was removed since the listing (log cleanup)."""
-    try:
-        return entry.stat().st_size
-    except FileNotFoundError:
-        return None
+            if v.isdigit() and (version is None or int(v) <= version) and \
+                    (e.name[20:] == ".json" or e.name.endswith(".checkpoint.parquet")):
+                found.append((int(v), e.name[20:], e))
+    checkpoint = max((v for v, kind, _ in found if kind != ".json"), default=-1)
+    out = []
+    for v, kind, e in sorted(found, key=lambda f: (f[0], f[1])):
+        if v >= checkpoint:
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                st = None
+            out.append((v, kind, Path(e.path), st))
+    return out
 
 
 def log_commits(path: Path) -> list[Path]:
@@ -235,26 +242,15 @@ _SNAPSHOTS_LOCK = threading.Lock()
 def _log_key(path: Path) -> tuple | None:
     """What identifies a table's newest snapshot, from one listing of its log: the newest checkpoint and every
     commit file after it (version, size, modification time, inode), so that a new commit, a commit set aside
-    and committed again, or a damaged (e.g. emptied) commit file all change it; None without a log."""
-    found = []
+    and committed again, or a damaged (e.g. emptied) commit file all change it; None without a log or when a
+    listed file was removed meanwhile (the caller then opens the table itself)."""
     try:
-        with os.scandir(Path(path) / "_delta_log") as it:
-            for e in it:
-                v = e.name[:20]
-                if v.isdigit() and (e.name[20:] == ".json" or e.name.endswith(".checkpoint.parquet")):
-                    found.append((int(v), e.name[20:], e))
+        files = _log_listing(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    cp = max((v for v, kind, _ in found if kind != ".json"), default=-1)
-    key = []
-    for v, kind, e in sorted(found, key=lambda f: (f[0], f[1])):
-        if v >= cp:
-            try:
-                st = e.stat()
-            except FileNotFoundError:     # removed since the listing (log cleanup after a new checkpoint)
-                return None                # (the caller then opens the table itself)
-            key.append((v, kind, st.st_size, st.st_mtime_ns, st.st_ino))
-    return tuple(key)
+    if any(st is None for *_, st in files):
+        return None
+    return tuple((v, kind, st.st_size, st.st_mtime_ns, st.st_ino) for v, kind, _, st in files)
 
 
 def current_snapshot(root: Path, name: str) -> Snapshot:
