@@ -458,6 +458,21 @@ def test_write_files_cuts_between_sources(tmp_path):
     assert list((tmp_path / "failed").iterdir()) == []
 
 
+def _lookup_lake(tmp_path, monkeypatch, sim, **limits):
+    """A lake of the first 60 images of ``sim``, refreshed, with by-source files of 200 rows and the by-source
+    ``limits`` of eselake.lake.derived set; returns it, the image ids and the sorted source ids."""
+    from eselake.lake import derived
+
+    for name, value in dict(limits, LOOKUP_FILE_ROWS=200).items():
+        monkeypatch.setattr(derived, name, value)
+    ids = sim.images.column("image_id")
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images.slice(0, 60), sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"),
+                                                                               ids.slice(0, 60))))
+    refresh(lake)
+    return lake, ids, sorted(set(sim.photometry.column("source_id").to_pylist()))
+
+
 def test_lookup_copy_stays_sorted_by_source(tmp_path, monkeypatch):
     """delta-rs's writer does not keep the order of many input batches: the by-source copy is written sorted
     (each year in files of source ranges) whether built whole, updated by a few rows (into the year's recent
@@ -467,20 +482,13 @@ def test_lookup_copy_stays_sorted_by_source(tmp_path, monkeypatch):
 
     sim = simulate_photometry(30, 81, start_mjd=60200.0, cadence_days=6.0, noise_jy=2e-3, seed=11,
                               id_prefix="NVSS J0000+00 ")
-    ids = sim.images.column("image_id")
-    sources = sorted(set(sim.photometry.column("source_id").to_pylist()))
-    lake = Lake(tmp_path / "lake")
-    monkeypatch.setattr(derived, "LOOKUP_ROWS_AT_ONCE", 100)
-    monkeypatch.setattr(derived, "LOOKUP_FILE_ROWS", 200)
+    lake, ids, sources = _lookup_lake(tmp_path, monkeypatch, sim, LOOKUP_ROWS_AT_ONCE=100)
 
     def land(sl):
         rows = sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"), ids[sl]))
         lake.commit_batch(sim.images[sl], rows)
         res = refresh(lake)
         return res, lake.derived_snapshots()["measurements_by_source"]
-    lake.commit_batch(sim.images.slice(0, 60), sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"),
-                                                                               ids.slice(0, 60))))
-    refresh(lake)
     snap = lake.derived_snapshots()["measurements_by_source"]
     years = {_part(f) for f in snap.files}
     assert len(years) == 2 and len(snap.files) >= 3 * len(years)      # years cut into source ranges
@@ -555,14 +563,7 @@ def test_refresh_merges_a_year_s_recent_files_before_lookups_read_too_many(tmp_p
 
     sim = simulate_photometry(30, 70, start_mjd=60330.0, cadence_days=0.5, noise_jy=2e-3, seed=12,
                               id_prefix="NVSS J0000+00 ")
-    ids = sim.images.column("image_id")
-    sources = sorted(set(sim.photometry.column("source_id").to_pylist()))
-    lake = Lake(tmp_path / "lake")
-    monkeypatch.setattr(derived, "LOOKUP_RECENT_FILES", 3)
-    monkeypatch.setattr(derived, "LOOKUP_FILE_ROWS", 200)
-    lake.commit_batch(sim.images.slice(0, 60), sim.photometry.filter(pc.is_in(sim.photometry.column("image_id"),
-                                                                               ids.slice(0, 60))))
-    refresh(lake)
+    lake, ids, sources = _lookup_lake(tmp_path, monkeypatch, sim, LOOKUP_RECENT_FILES=3)
     year = {_part(f) for f in lake.derived_snapshots()["measurements_by_source"].files}
     assert len(year) == 1
     year = year.pop()

@@ -15,6 +15,19 @@ from eselake.cli import main
 from eselake.errors import EselakeError
 from eselake.lake import maintain
 
+SPAWN = mp.get_context("spawn")      # delta-rs is not fork-safe
+
+
+def _run_together(*runs, timeout: float = 300) -> None:
+    """Start a spawned process per (target, args) at once; each must exit cleanly
+    within ``timeout`` s."""
+    procs = [SPAWN.Process(target=target, args=args) for target, args in runs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+        assert p.exitcode == 0
+
 
 def _image(image_id, mjd, path=None):
     return {"image_id": image_id, "path": path or f"/data/{image_id}.fits", "mjd": mjd, "freq_hz": 1.4e9,
@@ -125,14 +138,8 @@ def test_concurrent_ingests_of_the_same_new_images_never_double(tmp_path):
     """Two processes ingest the same new images at the same moment: one copy of each image's rows."""
     lake = Lake(tmp_path / "lake")
     lake.commit_image(_image("img0", 60010.5), _phot("img0", 60010.5, 1.0))
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(2)
-    procs = [ctx.Process(target=_ingest_same, args=(str(lake.path), barrier, 6)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(180)
-        assert p.exitcode == 0
+    barrier = SPAWN.Barrier(2)
+    _run_together(*[(_ingest_same, (str(lake.path), barrier, 6))] * 2, timeout=180)
     assert lake.sql("SELECT count(*) AS n FROM photometry_files")["n"][0] == 20 + 6 * 3 * 20
     assert lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 1 + 6 * 3
 
@@ -148,15 +155,9 @@ def test_concurrent_first_ingests_of_a_new_lake_lose_nothing(tmp_path):
     """Three processes each commit their own image to a lake that does not exist yet, at the same moment: every
     image and all its rows are kept (before, a writer that found no table wrote without its replace-where
     predicate and replaced the rows of the writer that had just created it)."""
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(3)
+    barrier = SPAWN.Barrier(3)
     rounds = 8
-    procs = [ctx.Process(target=_first_ingests, args=(str(tmp_path), barrier, rounds, w)) for w in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(300)
-        assert p.exitcode == 0
+    _run_together(*[(_first_ingests, (str(tmp_path), barrier, rounds, w)) for w in range(3)])
     for k in range(rounds):
         lake = Lake(tmp_path / f"lake{k}")
         assert lake.sql("SELECT count(*) AS n FROM images")["n"][0] == 3, k
@@ -175,15 +176,9 @@ def _first_catalog_loads(base, barrier, rounds):
 def test_concurrent_first_loads_of_a_catalogue_keep_one_copy(tmp_path):
     """Two processes load the same catalogue into a lake without a catalogue table at the same moment: one copy
     (before, both found no table and appended)."""
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(2)
+    barrier = SPAWN.Barrier(2)
     rounds = 6
-    procs = [ctx.Process(target=_first_catalog_loads, args=(str(tmp_path), barrier, rounds)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(300)
-        assert p.exitcode == 0
+    _run_together(*[(_first_catalog_loads, (str(tmp_path), barrier, rounds))] * 2)
     for k in range(rounds):
         assert Lake(tmp_path / f"cat{k}").sql("SELECT count(*) AS n FROM catalog_sources")["n"][0] == 50, k
 
@@ -205,14 +200,7 @@ def test_compact_racing_remeasurement(tmp_path):
     lake = Lake(tmp_path / "lake")
     for k in range(6):
         lake.commit_image(_image(f"img{k}", 60010.5 + k / 100), _phot(f"img{k}", 60010.5 + k / 100, 1.0))
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_remeasure, args=(str(lake.path), 8, 7.0)),
-             ctx.Process(target=_compactor, args=(str(lake.path), 4))]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    _run_together((_remeasure, (str(lake.path), 8, 7.0)), (_compactor, (str(lake.path), 4)), timeout=120)
     assert _values(lake, "img0") == [7.0]
     assert lake.sql("SELECT count(*) AS n FROM photometry")["n"][0] == 6 * 20
     res = _cli(lake, "lake", "check", "--fix", "--min-age-s", "0")
@@ -231,7 +219,7 @@ def _load_catalog(path, rounds):
 def test_catalogue_replacement_never_doubles(tmp_path):
     lake = Lake(tmp_path / "lake")
     _load_catalog(lake.path, 1)
-    proc = mp.get_context("spawn").Process(target=_load_catalog, args=(str(lake.path), 10))
+    proc = SPAWN.Process(target=_load_catalog, args=(str(lake.path), 10))
     proc.start()
     reader = Lake(lake.path)
     seen = set()
@@ -240,7 +228,7 @@ def test_catalogue_replacement_never_doubles(tmp_path):
     proc.join()
     assert seen <= {500}
     # killed mid-load: still one copy
-    proc = mp.get_context("spawn").Process(target=_load_catalog, args=(str(lake.path), 50))
+    proc = SPAWN.Process(target=_load_catalog, args=(str(lake.path), 50))
     proc.start()
     time.sleep(1.5)
     proc.kill()
