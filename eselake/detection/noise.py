@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from eselake.detection.jit import jit
+
 SF_LAGS = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])           # days
 TAU_GRID = np.array([3.0, 7.0, 15.0, 30.0, 60.0, 120.0, 250.0, 500.0])        # days
 RED_DETECT = 0.0                          # sigma of red-noise amplitude required to keep it (0: any; see below)
@@ -25,49 +27,109 @@ _ABS_MEAN = np.sqrt(2 / np.pi)            # E|z| of a unit normal
 _CAPPED_ABS_MEAN = 0.7971                 # E min(|z|, 3) of a unit normal
 
 
-def _robust_sd(d: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Robust standard deviation of each row of ``d`` over ``ok``: mean |d| capped at 3 sigma; and counts."""
-    a = np.where(ok, np.abs(d), 0.0)
-    n = ok.sum(axis=1)
-    nn = np.maximum(n, 1)
-    s1 = a.sum(axis=1) / nn / _ABS_MEAN
-    s2 = np.minimum(a, 3 * s1[:, None]).sum(axis=1) / nn / _CAPPED_ABS_MEAN
-    return s2, n
+@jit
+def _robust_sd_lag(y, e, present, lag, in_errors):
+    """Per row: robust standard deviation of y_(t+lag) - y_t over pairs of observed days (mean |d| capped at 3
+    sigma; d in units of the pair's error when ``in_errors``), the number of pairs and their rms error."""
+    n, m = y.shape
+    sd = np.zeros(n)
+    count = np.zeros(n, np.int64)
+    ew = np.zeros(n)
+    for i in range(n):
+        s = 0.0
+        c = 0
+        se = 0.0
+        for j in range(m - lag):
+            if present[i, j] and present[i, j + lag]:
+                e2 = e[i, j + lag] ** 2 + e[i, j] ** 2
+                d = y[i, j + lag] - y[i, j]
+                if in_errors:
+                    d = d / np.sqrt(e2)
+                s += abs(d)
+                se += e2
+                c += 1
+        nn = max(c, 1)
+        cap = 3 * (s / nn / _ABS_MEAN)
+        s = 0.0
+        for j in range(m - lag):
+            if present[i, j] and present[i, j + lag]:
+                d = y[i, j + lag] - y[i, j]
+                if in_errors:
+                    d = d / np.sqrt(e[i, j + lag] ** 2 + e[i, j] ** 2)
+                s += min(abs(d), cap)
+        sd[i] = s / nn / _CAPPED_ABS_MEAN
+        count[i] = c
+        ew[i] = np.sqrt(se / nn)
+    return sd, count, ew
 
 
 def error_scale(y: np.ndarray, e: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Robust white-noise scale factor k0 (>= 0.5) from consecutive-day differences in units of their errors."""
-    ok = present[:, 1:] & present[:, :-1]
-    d = (y[:, 1:] - y[:, :-1]) / np.sqrt(e[:, 1:] ** 2 + e[:, :-1] ** 2)
-    k, n = _robust_sd(d, ok)
+    k, n, _ = _robust_sd_lag(y, e, present, 1, True)
     return np.where(n >= 5, np.maximum(k, 0.5), 1.0)
 
 
-def running_median(y: np.ndarray, present: np.ndarray, half: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Median of the observed days within +-half days of each day (NaN-aware), and their number."""
+@jit
+def _despike_rows(y, sigma, present, cap, half, out, capped):
+    """``despike`` of every row into ``out`` (Jy) and ``capped``: the window's observed fluxes (not NaN) kept
+    sorted (float32) as it slides, one day in and one out."""
     n, m = y.shape
-    pad = np.full((n, m + 2 * half), np.nan, dtype=np.float32)
-    pad[:, half:half + m] = np.where(present, y, np.nan)
-    win = np.sort(np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1, axis=1), axis=-1)
-    cnt = np.sum(~np.isnan(win), axis=-1)
-    lo = np.clip((cnt - 1) // 2, 0, 2 * half)
-    hi = np.clip(cnt // 2, 0, 2 * half)
-    med = 0.5 * (np.take_along_axis(win, lo[..., None], -1)[..., 0] + np.take_along_axis(win, hi[..., None], -1)[..., 0])
-    return med.astype(float), cnt
+    buf = np.empty(2 * half + 1, np.float32)
+    for i in range(n):
+        c = 0
+        for k in range(min(half, m)):              # the window of day 0 without its last day
+            if present[i, k] and y[i, k] == y[i, k]:
+                c = _insert(buf, c, np.float32(y[i, k]))
+        for j in range(m):
+            if j + half < m and present[i, j + half] and y[i, j + half] == y[i, j + half]:
+                c = _insert(buf, c, np.float32(y[i, j + half]))
+            if j - half - 1 >= 0 and present[i, j - half - 1] and y[i, j - half - 1] == y[i, j - half - 1]:
+                c = _remove(buf, c, np.float32(y[i, j - half - 1]))
+            out[i, j] = y[i, j]
+            capped[i, j] = False
+            if present[i, j] and c >= 3:
+                med = np.float64(np.float32(0.5) * (buf[(c - 1) // 2] + buf[c // 2]))
+                dev = y[i, j] - med
+                lim = cap * sigma[i, j]
+                if abs(dev) > lim:
+                    capped[i, j] = True
+                    out[i, j] = med + min(max(dev, -lim), lim)
+
+
+@jit
+def _insert(buf, c, v):
+    """Insert v into the sorted buf[:c]; returns the new count."""
+    p = c
+    while p > 0 and buf[p - 1] > v:
+        buf[p] = buf[p - 1]
+        p -= 1
+    buf[p] = v
+    return c + 1
+
+
+@jit
+def _remove(buf, c, v):
+    """Remove one value equal to v from the sorted buf[:c]; returns the new count."""
+    p = 0
+    while buf[p] != v:
+        p += 1
+    for q in range(p, c - 1):
+        buf[q] = buf[q + 1]
+    return c - 1
 
 
 def despike(y: np.ndarray, sigma: np.ndarray, present: np.ndarray, cap: float = 4.0, half: int = 4):
-    """Cap every night's deviation from the running median of its neighbours at ``cap`` sigma (Jy).
+    """Cap every night's deviation from the median of the observed days within +-``half`` days at ``cap``
+    sigma (Jy).
 
-    Days with fewer than 3 observed days in their +-``half``-day window are left alone. Returns the capped
-    flux and a boolean array of the nights that were capped.
+    Days with fewer than 3 observed days in their window are left alone. Returns the capped flux and a boolean
+    array of the nights that were capped.
     """
-    med, cnt = running_median(y, present, half)
-    dev = y - med
-    lim = cap * sigma
-    clipped = present & (cnt >= 3) & (np.abs(dev) > lim)
-    out = np.where(clipped, med + np.clip(dev, -lim, lim), y)
-    return out, clipped
+    out = np.empty(y.shape)
+    capped = np.empty(y.shape, bool)
+    _despike_rows(np.ascontiguousarray(y, float), np.ascontiguousarray(sigma, float), np.ascontiguousarray(present),
+                  float(cap), int(half), out, capped)
+    return out, capped
 
 
 def structure_function(y, e, present, lags=SF_LAGS):
@@ -76,13 +138,10 @@ def structure_function(y, e, present, lags=SF_LAGS):
     sd = np.zeros((n, len(lags)))
     ew = np.zeros((n, len(lags)))
     npairs = np.zeros((n, len(lags)), dtype=np.int64)
+    y, e, present = (np.ascontiguousarray(a) for a in (y, e, present))
     for i, lag in enumerate(lags):
-        if lag >= y.shape[1]:
-            continue
-        ok = present[:, lag:] & present[:, :-lag]
-        sd[:, i], npairs[:, i] = _robust_sd(y[:, lag:] - y[:, :-lag], ok)
-        e2 = np.where(ok, e[:, lag:] ** 2 + e[:, :-lag] ** 2, 0.0)
-        ew[:, i] = np.sqrt(e2.sum(axis=1) / np.maximum(npairs[:, i], 1))
+        if lag < y.shape[1]:
+            sd[:, i], npairs[:, i], ew[:, i] = _robust_sd_lag(y, e, present, int(lag), False)
     return sd, ew, npairs
 
 

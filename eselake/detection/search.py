@@ -6,7 +6,9 @@ template's likelihood ratio against no event (2 ln LR), corrected for the source
 calibrated to a false-alarm rate per source-year (``falsealarm``); lens/dip fits are compared with a flare
 (fast rise, exponential decay) and a step. Every source's row depends only on that source's rows.
 
-Stages (vectorised over sources; Python loops run over template shapes, durations and refinement offsets):
+Stages (vectorised over sources; Python loops run over template shapes, durations and refinement offsets; the
+loops over days of the despiking, the noise statistics, the coarse scan's binning and best centres and the
+alternatives are compiled, ``jit``):
 1. dense per-source day grids; an error scale k0 from consecutive nights; every night capped at 4 sigma from
    the running median of its +-4-day neighbourhood (``noise.despike``: one bad night cannot make a dip).
 2. coarse scan, white noise: per duration (14-224 d, sqrt(2) steps) the weighted data are binned to
@@ -34,6 +36,7 @@ import polars as pl
 import scipy.fft as sfft
 
 from eselake.detection import noise, templates
+from eselake.detection.jit import jit
 from eselake.detection.falsealarm import fap_per_source_year, sigma_from_fap
 
 PRESET_FAP = {"conservative": 1e-4, "moderate": 1e-3, "sensitive": 1e-2}   # false candidates per source-year
@@ -140,21 +143,6 @@ class _Base:
         for k in ("w0", "t1", "t2", "det", "a", "b"):
             setattr(out, k, getattr(self, k)[rows])
         return out
-
-    def perp(self, A, B, C):
-        """The first result of ``project`` alone, in place on two temporaries (arrays of every day: the
-        alternatives' sums at every start day)."""
-        ex = (slice(None),) + (None,) * (np.ndim(A) - 1)
-        q = A * A
-        q *= self.t2[ex]
-        p = A * B
-        p *= 2 * self.t1[ex]
-        q -= p
-        np.multiply(B, B, out=p)
-        p *= self.w0[ex]
-        q += p
-        q /= self.det[ex]
-        return np.subtract(C, q, out=q)
 
     def project(self, A, B, C):
         """s'Ws after projecting baseline and slope out (rows first axis), and the projection coefficients."""
@@ -264,9 +252,9 @@ def _coarse_scan(ctx: _Ctx, shapes):
     for k in ("w0", "t1", "t2"):
         setattr(nb_, k, getattr(nb_, k) / wscale)
     nb_.det = nb_.w0 * nb_.t2 - nb_.t1 ** 2
-    pA = (nb_.t2 / nb_.det).astype(np.float32)[:, None]
-    pB = (nb_.w0 / nb_.det).astype(np.float32)[:, None]
-    pAB = (2 * nb_.t1 / nb_.det).astype(np.float32)[:, None]
+    pA = (nb_.t2 / nb_.det).astype(np.float32)
+    pB = (nb_.w0 / nb_.det).astype(np.float32)
+    pAB = (2 * nb_.t1 / nb_.det).astype(np.float32)
     last_col = (ctx.last - ctx.first)
     for di, dur in enumerate(templates.DURATIONS_DAYS):
         b = templates.bin_days(dur)
@@ -287,80 +275,138 @@ def _scan_group(ctx, g, N, K, b, dur, tabs, j0, cum, wscale, pA, pB, pAB, last_c
     """The coarse scan of rows ``g`` (one FFT length N) for one duration; updates the best arrays in place.
     ``cum``: cumulative sums over days (from 0) of w r0, w, w tau and present, w normalised, every row."""
     n = g.size
-    rows = np.arange(n)
-    m = ctx.m
     width = N - 1
     # bin j of a row holds its days [j b - o, (j + 1) b - o), o = first mod b: differences of cumulative sums
     # at those edges (days past a row's last have zero weight), placed from column K on
-    nb = min(-(-(m + b - 1) // b), width - K)
-    edges = np.clip(np.arange(nb + 1)[None, :] * b - (ctx.first[g] - j0 * b)[:, None], 0, m)
-    sums = cum[:, g[:, None], edges]
+    nb = min(-(-(ctx.m + b - 1) // b), width - K)
+    first = ctx.first[g]
     bins = np.zeros((4, n, width), np.float32)
-    np.subtract(sums[:, :, 1:], sums[:, :, :-1], out=bins[:, :, K:K + nb], casting="same_kind")
+    ok = np.empty((n, width), bool)
+    _bin_rows(cum, g, first - j0 * b, b, K, nb, bins)
+    # centre of output column p: day (j0 + p - K) b + (b - 1) / 2 from the row's first bin's first day
+    _centres_ok(bins[3], first - j0 * b, b, K, dur, int(round(dur / 2 / b)), last_col, MIN_CORE_NIGHTS, ok)
     fy, fw, ft = sfft.rfft(bins[:3], n=N, axis=2, workers=1)
-    cnt = bins[3].astype(float)
-    # centre of output column p: bin p - K relative to the row's first bin
-    mgrid = np.arange(width) - K
-    cday = (j0[:, None] + mgrid[None, :]) * b + (b - 1) / 2.0 - ctx.first[g][:, None]
-    h = int(round(dur / 2 / b))
-    cs = np.concatenate([np.zeros((n, h + 1)), np.cumsum(cnt, 1), np.repeat(cnt.sum(1, keepdims=True), h, 1)], 1)
-    core = cs[:, 2 * h + 1:2 * h + 1 + width] - cs[:, :width]
-    ok_c = (cday >= -dur / 2) & (cday <= last_col[:, None] + dur / 2) & (core >= MIN_CORE_NIGHTS)
     for si, (tv, k) in enumerate(tabs):
         circ = np.zeros(N, np.float32); circ[np.arange(-k, k + 1) % N] = tv
         fs = sfft.rfft(circ); fs2 = sfft.rfft(circ * circ)
-        num = sfft.irfft(fy * fs, n=N, axis=1, workers=1)[:, :width]
-        A = sfft.irfft(fw * fs, n=N, axis=1, workers=1)[:, :width]
-        B = sfft.irfft(ft * fs, n=N, axis=1, workers=1)[:, :width]
-        C = sfft.irfft(fw * fs2, n=N, axis=1, workers=1)[:, :width]
-        den = A * A                      # C - (pA A^2 + pB B^2 - pAB A B), in place
-        den *= pA
-        t = B * B
-        t *= pB
-        den += t
-        np.multiply(A, B, out=t)
-        t *= pAB
-        den -= t
-        np.subtract(C, den, out=den)
-        good = ok_c & (den > MIN_PERP_FRAC * C) & (C > 0) & (num > 0)
-        z2 = np.full(num.shape, -1.0, np.float32)
-        np.divide(num * num, den, out=z2, where=good)
-        j = np.argmax(z2, axis=1)
-        zj = np.where(z2[rows, j] > 0, np.sqrt(np.maximum(z2[rows, j], 0.0)) * np.sqrt(wscale), -np.inf)
+        z2, j = _best_centres(sfft.irfft(fy * fs, n=N, axis=1, workers=1), sfft.irfft(fw * fs, n=N, axis=1, workers=1),
+                              sfft.irfft(ft * fs, n=N, axis=1, workers=1), sfft.irfft(fw * fs2, n=N, axis=1, workers=1),
+                              pA, pB, pAB, ok, MIN_PERP_FRAC)
+        zj = np.where(z2 > 0, np.sqrt(np.maximum(z2, 0.0)) * np.sqrt(wscale), -np.inf)
         better = zj > zbest[g, di]
         zbest[g, di] = np.where(better, zj, zbest[g, di])
         sbest[g, di] = np.where(better, si, sbest[g, di])
-        cbest[g, di] = np.where(better, cday[rows, j], cbest[g, di])
+        cbest[g, di] = np.where(better, (j0 + j - K) * b + (b - 1) / 2.0 - first, cbest[g, di])
+
+
+@jit
+def _bin_rows(cum, g, offset, b, K, nb, bins):
+    """bins[:, i, K + j] = the sums over the days [j b - offset_i, (j + 1) b - offset_i) of row g[i] (float32)."""
+    m = cum.shape[2] - 1
+    for i in range(g.size):
+        for j in range(nb):
+            lo = min(max(j * b - offset[i], 0), m)
+            hi = min(max((j + 1) * b - offset[i], 0), m)
+            for q in range(4):
+                bins[q, i, K + j] = cum[q, g[i], hi] - cum[q, g[i], lo]
+
+
+@jit
+def _centres_ok(count, offset, b, K, dur, h, last_col, min_nights, ok):
+    """ok[i, p]: the centre of output column p (day (p - K) b + (b - 1) / 2 - offset_i of row i) lies within half
+    a duration of the row's span and the bins within +-h of it hold >= ``min_nights`` nights."""
+    n, width = count.shape
+    run = np.zeros(width + 1)
+    for i in range(n):
+        for p in range(width):
+            run[p + 1] = run[p] + count[i, p]
+        for p in range(width):
+            cday = (p - K) * b + (b - 1) / 2.0 - offset[i]
+            core = run[min(p + h + 1, width)] - run[max(p - h, 0)]
+            ok[i, p] = cday >= -dur / 2 and cday <= last_col[i] + dur / 2 and core >= min_nights
+
+
+@jit
+def _best_centres(num, A, B, C, pA, pB, pAB, ok, min_perp):
+    """Per row, the largest z^2 = num^2 / den over the columns ``ok`` where the template keeps ``min_perp`` of its
+    energy (den = C - (pA A^2 + pB B^2 - pAB A B): s'Ws without baseline and slope) and num > 0 (float32; -1
+    where no column qualifies), and its first column."""
+    n, width = ok.shape
+    z2 = np.full(n, np.float32(-1.0))
+    col = np.zeros(n, np.int64)
+    for i in range(n):
+        for p in range(width):
+            if not ok[i, p]:
+                continue
+            a = A[i, p]
+            bb = B[i, p]
+            c = C[i, p]
+            d = a * a * pA[i] + bb * bb * pB[i] - a * bb * pAB[i]
+            den = c - d
+            x = num[i, p]
+            if den > min_perp * c and c > 0 and x > 0:
+                v = x * x / den
+                if v > z2[i]:
+                    z2[i] = v
+                    col[i] = p
+    return z2, col
 
 
 # --------------------------------------------------------------------------------------------- alternatives
 def _alternatives(ctx: _Ctx):
     """2 ln LR (white) of the best flare (instant rise, exponential decay, positive) and best step, per row.
 
-    Sums over t >= t0 of w r0 f, w f, w tau f and w f^2 for every start day t0 come from backward IIR filters
-    (f = exp(-(t - t0) / tau_f)) and reversed cumulative sums (the step).
+    Sums over t >= t0 of w r0 f, w f, w tau f and w f^2 for every start day t0 are IIR filters run backwards
+    in time (f = exp(-(t - t0) / tau_f)) and reversed cumulative sums (the step).
     """
-    w, r0, tau, present, base = ctx.w, ctx.r0, ctx.tau, ctx.present, ctx.base
-    n, m = r0.shape
-    # every array in reversed time (contiguous): a sum over t >= t0 is then a forward filter, and only each
-    # row's best start day is kept, so nothing is turned back
-    x = np.ascontiguousarray(np.stack([w * r0, w, w * tau])[:, :, ::-1])
-    present = np.ascontiguousarray(present[:, ::-1])
-    nights_after = np.cumsum(present, 1)
-    best_flare = np.zeros(n)
-    for tf in FLARE_TAUS:
-        rho = np.exp(-1.0 / tf)
-        num, A, B = noise.ar1_filter(x, rho)
-        C = noise.ar1_filter(x[1], rho * rho)
-        den = base.perp(A, B, C)
-        good = present & (den > MIN_PERP_FRAC * C) & (nights_after >= 3) & (num > 0)
-        best_flare = np.maximum(best_flare, np.where(good, num * num / np.where(good, den, 1.0), 0.0).max(1))
-    num, A, B = np.cumsum(x, axis=-1)
-    den = base.perp(A, B, A)
-    nights_before = present.sum(1, keepdims=True) - nights_after
-    good = present & (nights_after >= 3) & (nights_before >= 3) & (den > 1e-9 * A)
-    step = np.where(good, num * num / np.where(good, den, 1.0), 0.0).max(1)
-    return best_flare, step
+    b = ctx.base
+    return _alternatives_rows(ctx.w, ctx.r0, ctx.tau, ctx.present, b.w0, b.t1, b.t2, b.det,
+                              np.exp(-1.0 / np.array(FLARE_TAUS)), MIN_PERP_FRAC)
+
+
+@jit
+def _alternatives_rows(w, r0, tau, present, w0, t1, t2, det, rhos, min_perp):
+    """``_alternatives`` of every row: one backward pass over the days per flare decay and one for the step."""
+    n, m = w.shape
+    flare = np.zeros(n)
+    step = np.zeros(n)
+    for i in range(n):
+        nights = 0
+        for j in range(m):
+            nights += present[i, j]
+        q0 = t2[i] / det[i]      # s'Ws after removing baseline and slope: C - (q0 A^2 - q1 A B + q2 B^2)
+        q1 = 2 * t1[i] / det[i]
+        q2 = w0[i] / det[i]
+        for rho in rhos:
+            num = 0.0
+            A = 0.0
+            B = 0.0
+            C = 0.0
+            after = 0
+            for j in range(m - 1, -1, -1):
+                num = w[i, j] * r0[i, j] + rho * num
+                A = w[i, j] + rho * A
+                B = w[i, j] * tau[i, j] + rho * B
+                C = w[i, j] + rho * rho * C
+                if present[i, j]:
+                    after += 1
+                    den = C - (A * A * q0 - A * B * q1 + B * B * q2)
+                    if den > min_perp * C and after >= 3 and num > 0:
+                        flare[i] = max(flare[i], num * num / den)
+        num = 0.0
+        A = 0.0
+        B = 0.0
+        after = 0
+        for j in range(m - 1, -1, -1):
+            num += w[i, j] * r0[i, j]
+            A += w[i, j]
+            B += w[i, j] * tau[i, j]
+            if present[i, j]:
+                after += 1
+                den = A - (A * A * q0 - A * B * q1 + B * B * q2)
+                if after >= 3 and nights - after >= 3 and den > 1e-9 * A:
+                    step[i] = max(step[i], num * num / den)
+    return flare, step
 
 
 # ---------------------------------------------------------------------------------------------------- search
@@ -399,6 +445,14 @@ def search_lightcurves(daily, *, chunk_size: int | None = None, workers: int = 2
     return res.with_columns([_round_sig(c) for c, t in res.schema.items() if t == pl.Float64])
 
 
+def load_compiled() -> None:
+    """Load the search's compiled loops (from numba's disk cache: ~0.4 s; compiled the first time: ~10 s) by
+    searching a short synthetic lightcurve, so that the first real search does not wait for them."""
+    days = np.arange(2 * MIN_NIGHTS)
+    search_lightcurves(pl.DataFrame({"source_id": "warm-up", "day": days, "mjd": days + 0.5,
+                                     "flux_jy": 1.0 + 0.01 * np.sin(days), "err_jy": 0.01}), workers=1)
+
+
 def _round_sig(col: str, digits: int = 9) -> pl.Expr:
     x = pl.col(col)
     mag = pl.when(x.is_finite() & (x != 0)).then(x.abs().log10().floor()).otherwise(0.0)
@@ -427,10 +481,9 @@ def _search_chunk(ids, first, last, y, e, t, present) -> pl.DataFrame:
 
 def _search_chunk_(ids, first, last, y, e, t, present) -> pl.DataFrame:
     ctx = _Ctx(first, last, y, e, t, present)
-    n, m = ctx.n, ctx.m
+    n = ctx.n
     rows = np.arange(n)
     shapes = templates.bank(templates.SCAN_SHAPES)
-    tables = np.stack([s.table for s in shapes])
     durs = np.array(templates.DURATIONS_DAYS)
 
     # coarse scan (white noise, error scale k0)

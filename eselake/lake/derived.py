@@ -265,7 +265,9 @@ def _needs_full(snaps, dsnaps, n_images: int, n0: int, root=None) -> bool:
         return True
     if (refs.info or {}).get("views") != _wanted(snaps, dsnaps, "reference_baselines")["views"]:
         return True
-    names = ["image_gains", "daily_lightcurves", "source_stats"] + (["ese_search"] if _search_function() else [])
+    # (an existing ese_search is checked without importing the search: the import runs beside the refresh)
+    search = dsnaps["ese_search"].version >= 0 or _search_function() is not None
+    names = ["image_gains", "daily_lightcurves", "source_stats"] + (["ese_search"] if search else [])
     for name in names:
         info = dsnaps[name].info
         if dsnaps[name].version < 0 or not info or info.get("partial"):
@@ -433,6 +435,7 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
     if not nights and not stale:
         mode = "incremental" if _refresh_lookup(lake, snaps, say) else "current"
         return {"mode": mode, "images": 0, "sources": 0, "seconds": time.perf_counter() - t0}
+    threading.Thread(target=_load_search, daemon=True).start()     # while DuckDB computes gains and bins
     say(f"refresh: {changed.height} new or changed image(s), {removed.height} removed, {len(nights)} night(s)")
     refs = dsnaps["reference_baselines"]
     con = _sub_connection(snaps, refs, nights)
@@ -799,7 +802,9 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool,
         search_fn = _search_function()
         daily = None
         if search_fn is not None:
-            daily = pl.from_arrow(_fetch(con, f"SELECT source_id, day, mjd, flux_jy, err_jy, n_points FROM {bins}"))
+            # grouped by source, days in order: the search's fast path (DuckDB sorts on every core)
+            daily = pl.from_arrow(_fetch(con, f"SELECT source_id, day, mjd, flux_jy, err_jy, n_points FROM {bins} "
+                                              "ORDER BY source_id, day"))
         n = "all" if touched is None else len(touched)
         say(f"refresh: statistics{' and ESE search' if daily is not None else ''} of {n} source(s)")
         # DuckDB computes the statistics (without the GIL) while the search runs in numpy
@@ -860,9 +865,13 @@ def _view_text(name: str) -> str:
 
 
 def _load_search() -> None:
-    """Import the search and scipy.signal (which a search of every source uses: see search.LFILTER_SOURCES)."""
+    """Import the search and scipy.signal (which a search of every source uses: see search.LFILTER_SOURCES),
+    and load its compiled loops."""
     if _search_function() is not None:
         import scipy.signal  # noqa: F401
+
+        from eselake.detection.search import load_compiled
+        load_compiled()
 
 
 def _search_function():
