@@ -235,11 +235,15 @@ def test_output_columns_and_empty_input():
 
 
 def test_ar1_filter_is_lfilter_bit_for_bit():
-    """The search's first-order recursive filter (no scipy.signal import at start-up) gives lfilter's numbers."""
+    """The search's first-order recursive filter (compiled: no scipy.signal import) gives lfilter's numbers, and
+    the red-noise product K u built on it equals the forward and backward filters' sum."""
     x = np.random.default_rng(3).normal(size=(3, 7, 400))
     for rho in (np.exp(-1 / 3), np.exp(-2 / 500), 0.5):
-        assert np.array_equal(noise.ar1_loop(x, rho), lfilter([1.0], [1.0, -rho], x, axis=-1))
-        assert np.array_equal(noise.ar1_loop(x[0, :, ::-1], rho), lfilter([1.0], [1.0, -rho], x[0, :, ::-1], axis=-1))
+        assert np.array_equal(noise.ar1_filter(x, rho), lfilter([1.0], [1.0, -rho], x, axis=-1))
+        assert np.array_equal(noise.ar1_filter(x[0, :, ::-1], rho), lfilter([1.0], [1.0, -rho], x[0, :, ::-1], axis=-1))
+        tau = np.full(7, -1 / np.log(rho))
+        fwd, bwd = lfilter([1.0], [1.0, -rho], x[1], axis=-1), lfilter([1.0], [1.0, -rho], x[1, :, ::-1], axis=-1)
+        assert np.allclose(noise.drw_apply(x[1], tau), fwd + bwd[:, ::-1] - x[1], rtol=1e-13, atol=1e-13)
 
 
 def test_robustness_counts_the_nights_of_the_row_s_own_window():

@@ -14,8 +14,6 @@ sigmas (a cap on one night's contribution, a Huber-type robust likelihood).
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from eselake.detection.jit import jit
@@ -187,36 +185,42 @@ def fit_drw(sd, ew, npairs, lags=SF_LAGS, min_pairs: int = 12, tau_min=None):
 
 
 def ar1_filter(x: np.ndarray, rho: float) -> np.ndarray:
-    """y_j = x_j + rho y_(j-1) along the last axis, i.e. scipy.signal.lfilter([1], [1, -rho], x): lfilter itself
-    where scipy.signal is imported (see search.LFILTER_SOURCES), else the same arithmetic in a loop over days
-    (importing scipy.signal takes 1-1.7 s, more than the loop costs a search of a few thousand sources)."""
-    lfilter = getattr(sys.modules.get("scipy.signal"), "lfilter", None)
-    if lfilter is not None:
-        return lfilter([1.0], [1.0, -rho], x, axis=-1)
-    return ar1_loop(x, rho)
+    """y_j = x_j + rho y_(j-1) along the last axis: scipy.signal.lfilter([1], [1, -rho], x), bit for bit."""
+    x = np.asarray(x, dtype=float)
+    y = np.array(x.reshape(-1, x.shape[-1]), order="C") if x.ndim else x.copy()
+    _ar1_rows(y, float(rho))
+    return y.reshape(x.shape)
 
 
-def ar1_loop(x: np.ndarray, rho: float) -> np.ndarray:
-    """ar1_filter without scipy: lfilter's arithmetic, bit for bit."""
-    y = np.array(np.moveaxis(np.asarray(x, dtype=float), -1, 0), order="C")      # time first: rows contiguous
-    tmp = np.empty_like(y[0])
-    for j in range(1, y.shape[0]):
-        np.multiply(y[j - 1], rho, out=tmp)
-        np.add(y[j], tmp, out=y[j])
-    return np.moveaxis(y, 0, -1)
+@jit
+def _ar1_rows(y, rho):
+    """ar1_filter of every row of ``y``, in place."""
+    for i in range(y.shape[0]):
+        for j in range(1, y.shape[1]):
+            y[i, j] = y[i, j] + rho * y[i, j - 1]
 
 
 def drw_apply(u: np.ndarray, tau_days: np.ndarray) -> np.ndarray:
-    """K u for each row u of a daily grid, K_tt' = exp(-|t - t'| / tau), tau per row (values of TAU_GRID)."""
-    out = np.empty_like(u, dtype=float)
-    for tau in np.unique(tau_days):
-        rows = tau_days == tau
-        rho = np.exp(-1.0 / tau)
-        x = u[rows]
-        fwd = ar1_filter(x, rho)
-        bwd = ar1_filter(x[:, ::-1], rho)[:, ::-1]
-        out[rows] = fwd + bwd - x
+    """K u for each row u of a daily grid, K_tt' = exp(-|t - t'| / tau), tau per row (days)."""
+    u = np.ascontiguousarray(u, dtype=float)
+    out = np.empty_like(u)
+    _drw_rows(u, np.exp(-1.0 / np.asarray(tau_days, float)), out)
     return out
+
+
+@jit
+def _drw_rows(u, rho, out):
+    """out_t = fwd_t + bwd_t - u_t per row: the forward and backward ar1 filters of u (rho per row)."""
+    n, m = u.shape
+    for i in range(n):
+        f = 0.0
+        for j in range(m):
+            f = u[i, j] + rho[i] * f if j else u[i, j]
+            out[i, j] = f
+        b = 0.0
+        for j in range(m - 1, -1, -1):
+            b = u[i, j] + rho[i] * b if j < m - 1 else u[i, j]
+            out[i, j] = out[i, j] + b - u[i, j]
 
 
 def drw_quadratic(u: np.ndarray, tau_days: np.ndarray) -> np.ndarray:

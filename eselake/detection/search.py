@@ -48,7 +48,6 @@ MIN_PERP_FRAC = 0.25    # the template must keep this fraction of its energy aft
 DESPIKE_CAP = 4.0       # sigma
 CHUNK_SOURCES = 500     # sources per chunk of the search at least
 CHUNK_CELLS = 1_250_000  # source-days per chunk at most (the memory of its dense day grids)
-LFILTER_SOURCES = 5000  # searches of more sources import scipy.signal for its IIR filter (see noise.ar1_filter)
 MIN_NIGHTS = 10         # sources with fewer observed nights are not searched (lr 0)
 MIN_DIP_NIGHTS = 3      # is_dip: nights within the dip width below the baseline by more than 1 sigma
 MIN_ROBUST = 0.5        # is_dip: z without the two most contributing nights / z
@@ -80,13 +79,15 @@ def _prepare(daily):
                    & pl.col("source_id").is_not_null() & pl.col("day").is_not_null() & pl.col("mjd").is_finite())
     if df.height == 0:
         return None
+    df = df.rechunk()           # one buffer per column (a query's result comes in many)
     for attempt in range(2):
         run = df.select(pl.col("source_id").rle_id()).to_series().to_numpy()
-        starts = np.flatnonzero(np.diff(run, prepend=-1))
+        same = run[1:] == run[:-1]                  # row i + 1 of the same source as row i
+        starts = np.flatnonzero(np.concatenate([[True], ~same]))
         ids = df["source_id"].gather(starts).to_numpy().astype(str)
         day = df["day"].to_numpy()
-        same = np.diff(run) == 0
-        if len(set(ids)) == len(ids) and np.all(np.diff(day)[same] >= 0):
+        step = np.diff(day)
+        if len(set(ids)) == len(ids) and np.all((step >= 0) | ~same):
             break
         # grouped by source (integer codes: a string sort of millions of rows costs seconds), days in order
         code = pl.col("source_id").cast(pl.Categorical).to_physical().cast(pl.Int64)
@@ -94,7 +95,7 @@ def _prepare(daily):
             "_k").drop("_k")
     counts = np.diff(np.append(starts, df.height))
     mjd, flux, err = (df[c].to_numpy() for c in ("mjd", "flux_jy", "err_jy"))
-    dup = np.flatnonzero(same & (np.diff(day) == 0))
+    dup = np.flatnonzero(same & (step == 0))
     if dup.size:   # combine repeated days of a source: inverse-variance mean
         keep = np.ones(day.size, bool); keep[dup + 1] = False
         grp = np.cumsum(keep) - 1
@@ -177,12 +178,12 @@ class _Ctx:
         self.r0 = np.where(self.present, self.yd - self.base.a[:, None] - self.base.b[:, None] * self.tau, 0.0)
         red = sig_r > 0
         self.Kw = np.zeros_like(self.w); self.Kwt = np.zeros_like(self.w)
-        if red.any():
-            wt = self.w * self.tau
-            self.Kw[red] = noise.drw_apply(self.w[red], tau_r[red])
-            self.Kwt[red] = noise.drw_apply(wt[red], tau_r[red])
-        self.Q11 = (self.w * self.Kw).sum(1); self.Q1t = (self.w * self.tau * self.Kw).sum(1)
-        self.Qtt = (self.w * self.tau * self.Kwt).sum(1)
+        self.Q11, self.Q1t, self.Qtt = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
+        if red.any():                     # (the rows without red noise keep K w = 0 and Q = 0)
+            w, wt, Kw = self.w[red], self.w[red] * self.tau[red], noise.drw_apply(self.w[red], tau_r[red])
+            Kwt = noise.drw_apply(wt, tau_r[red])
+            self.Kw[red], self.Kwt[red] = Kw, Kwt
+            self.Q11[red] = (w * Kw).sum(1); self.Q1t[red] = (wt * Kw).sum(1); self.Qtt[red] = (wt * Kwt).sum(1)
 
 
 class _Win:
@@ -241,13 +242,8 @@ def _coarse_scan(ctx: _Ctx, shapes):
     nd = len(templates.DURATIONS_DAYS)
     zbest = np.full((n, nd), -np.inf); sbest = np.zeros((n, nd), np.int64); cbest = np.zeros((n, nd))
     wscale = ctx.w.sum(1) / np.maximum(ctx.present.sum(1), 1)
-    wn = ctx.w / wscale[:, None]
-    cum = np.zeros((4, n, m + 1))
-    np.multiply(wn, ctx.r0, out=cum[0, :, 1:])
-    cum[1, :, 1:] = wn
-    np.multiply(wn, ctx.tau, out=cum[2, :, 1:])
-    cum[3, :, 1:] = ctx.present
-    np.cumsum(cum, axis=2, out=cum)
+    cum = np.empty((4, n, m + 1))
+    _cumulative_sums(ctx.w, wscale, ctx.r0, ctx.tau, ctx.present, cum)
     nb_ = ctx.base.sub(np.arange(n))
     for k in ("w0", "t1", "t2"):
         setattr(nb_, k, getattr(nb_, k) / wscale)
@@ -297,6 +293,28 @@ def _scan_group(ctx, g, N, K, b, dur, tabs, j0, cum, wscale, pA, pB, pAB, last_c
         zbest[g, di] = np.where(better, zj, zbest[g, di])
         sbest[g, di] = np.where(better, si, sbest[g, di])
         cbest[g, di] = np.where(better, (j0 + j - K) * b + (b - 1) / 2.0 - first, cbest[g, di])
+
+
+@jit
+def _cumulative_sums(w, wscale, r0, tau, present, cum):
+    """cum[:, i, j] = the sums over the days before j of row i of wn r0, wn, wn tau and present (wn = w / wscale)."""
+    n, m = w.shape
+    for i in range(n):
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        cum[0, i, 0] = cum[1, i, 0] = cum[2, i, 0] = cum[3, i, 0] = 0.0
+        for j in range(m):
+            wn = w[i, j] / wscale[i]
+            s0 += wn * r0[i, j]
+            s1 += wn
+            s2 += wn * tau[i, j]
+            s3 += present[i, j]
+            cum[0, i, j + 1] = s0
+            cum[1, i, j + 1] = s1
+            cum[2, i, j + 1] = s2
+            cum[3, i, j + 1] = s3
 
 
 @jit
@@ -423,8 +441,6 @@ def search_lightcurves(daily, *, chunk_size: int | None = None, workers: int = 2
     if prep is None:
         return pl.DataFrame(schema=_schema())
     ids, starts, counts, day, mjd, flux, err = prep
-    if len(ids) > LFILTER_SOURCES:
-        import scipy.signal  # noqa: F401 - noise.ar1_filter then runs lfilter (faster on many sources)
     span = day[starts + counts - 1] - day[starts]
     order = np.lexsort((ids, span))                   # similar spans together (less padding)
     if chunk_size is None:      # few large chunks: the refinement's small fits cost Python time per chunk

@@ -865,11 +865,8 @@ def _view_text(name: str) -> str:
 
 
 def _load_search() -> None:
-    """Import the search and scipy.signal (which a search of every source uses: see search.LFILTER_SOURCES),
-    and load its compiled loops."""
+    """Import the search and load its compiled loops."""
     if _search_function() is not None:
-        import scipy.signal  # noqa: F401
-
         from eselake.detection.search import load_compiled
         load_compiled()
 
