@@ -446,10 +446,7 @@ def _refresh_incremental(lake, snaps, dsnaps, now: pa.Table, say, t0) -> dict:
         con.close()
     days = days_of_nights(nights)
     months = set(months_of_days(days).tolist())
-    old_bins = None
-    ddt = delta.open_table(lake.table_root("daily_lightcurves"), "daily_lightcurves")
-    if ddt is not None and days:
-        old_bins = ddt.to_pyarrow_table(filters=[("day", "in", sorted(days))]).drop_columns(["month"])
+    old_bins = _kept_bins(lake, days, months)
     pred_days = f"{delta.in_list('month', months)} AND {delta.in_list('day', days)}"
     _commit(lake, "daily_lightcurves", _with_month(daily), _record(lake, snaps, "daily_lightcurves"),
             predicate=pred_days)
@@ -735,6 +732,22 @@ def _in_step(dsnaps) -> bool:
     rec = (dsnaps["daily_lightcurves"].info or {}).get("sources")
     return rec is not None and all((dsnaps[n].info or {}).get("sources") == rec
                                    for n in ("source_stats", "ese_search", "ese_candidates"))
+
+
+def _kept_bins(lake, days: list[int], months: set[str]) -> pa.Table | None:
+    """The kept daily bins of ``days`` (of ``months``), read from those months' files (None: none kept)."""
+    from eselake.lake.connect import new_connection
+
+    snap = lake.derived_snapshots()["daily_lightcurves"]
+    files = [f for f in snap.files if any(f"/month={m}/" in f for m in months)]
+    if not files or not days:
+        return None
+    con = new_connection()
+    try:
+        files_view(con, "kept", "d_kept", files)
+        return _fetch(con, "SELECT * FROM kept WHERE list_contains($d, day)", {"d": sorted(days)})
+    finally:
+        con.close()
 
 
 def _changed_sources(old: pa.Table | None, new: pa.Table) -> set[str]:
