@@ -123,10 +123,12 @@ def despike(y: np.ndarray, sigma: np.ndarray, present: np.ndarray, cap: float = 
     Days with fewer than 3 observed days in their window are left alone. Returns the capped flux and a boolean
     array of the nights that were capped.
     """
+    y = np.ascontiguousarray(y, float)
+    sigma = np.ascontiguousarray(np.broadcast_to(np.asarray(sigma, float), y.shape))
+    present = np.ascontiguousarray(np.broadcast_to(np.asarray(present, bool), y.shape))
     out = np.empty(y.shape)
     capped = np.empty(y.shape, bool)
-    _despike_rows(np.ascontiguousarray(y, float), np.ascontiguousarray(sigma, float), np.ascontiguousarray(present),
-                  float(cap), int(half), out, capped)
+    _despike_rows(y, sigma, present, float(cap), int(half), out, capped)
     return out, capped
 
 
@@ -138,7 +140,7 @@ def structure_function(y, e, present, lags=SF_LAGS):
     npairs = np.zeros((n, len(lags)), dtype=np.int64)
     y, e, present = (np.ascontiguousarray(a) for a in (y, e, present))
     for i, lag in enumerate(lags):
-        if lag < y.shape[1]:
+        if 0 < lag < y.shape[1]:
             sd[:, i], npairs[:, i], ew[:, i] = _robust_sd_lag(y, e, present, int(lag), False)
     return sd, ew, npairs
 

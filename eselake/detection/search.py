@@ -392,9 +392,10 @@ def _alternatives_rows(w, r0, tau, present, w0, t1, t2, det, rhos, min_perp):
         nights = 0
         for j in range(m):
             nights += present[i, j]
-        q0 = t2[i] / det[i]      # s'Ws after removing baseline and slope: C - (q0 A^2 - q1 A B + q2 B^2)
-        q1 = 2 * t1[i] / det[i]
-        q2 = w0[i] / det[i]
+        # s'Ws after removing baseline and slope: C - (A^2 t2 - 2 A B t1 + B^2 w0) / det
+        a2 = t2[i]
+        ab = 2 * t1[i]
+        b2 = w0[i]
         for rho in rhos:
             num = 0.0
             A = 0.0
@@ -408,7 +409,7 @@ def _alternatives_rows(w, r0, tau, present, w0, t1, t2, det, rhos, min_perp):
                 C = w[i, j] + rho * rho * C
                 if present[i, j]:
                     after += 1
-                    den = C - (A * A * q0 - A * B * q1 + B * B * q2)
+                    den = C - ((A * A * a2 - A * B * ab) + B * B * b2) / det[i]
                     if den > min_perp * C and after >= 3 and num > 0:
                         flare[i] = max(flare[i], num * num / den)
         num = 0.0
@@ -421,7 +422,7 @@ def _alternatives_rows(w, r0, tau, present, w0, t1, t2, det, rhos, min_perp):
             B += w[i, j] * tau[i, j]
             if present[i, j]:
                 after += 1
-                den = A - (A * A * q0 - A * B * q1 + B * B * q2)
+                den = A - ((A * A * a2 - A * B * ab) + B * B * b2) / det[i]
                 if after >= 3 and nights - after >= 3 and den > 1e-9 * A:
                     step[i] = max(step[i], num * num / den)
     return flare, step

@@ -23,6 +23,7 @@ itself when no reference set exists or the number of images has grown by FULL_RE
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import threading
@@ -265,8 +266,9 @@ def _needs_full(snaps, dsnaps, n_images: int, n0: int, root=None) -> bool:
         return True
     if (refs.info or {}).get("views") != _wanted(snaps, dsnaps, "reference_baselines")["views"]:
         return True
-    # (an existing ese_search is checked without importing the search: the import runs beside the refresh)
-    search = dsnaps["ese_search"].version >= 0 or _search_function() is not None
+    # (an existing ese_search is checked without importing the search, which loads beside the refresh)
+    search = (dsnaps["ese_search"].version >= 0 and importlib.util.find_spec("numba") is not None) or \
+        _search_function() is not None
     names = ["image_gains", "daily_lightcurves", "source_stats"] + (["ese_search"] if search else [])
     for name in names:
         info = dsnaps[name].info
@@ -816,7 +818,7 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool,
         daily = None
         if search_fn is not None:
             # grouped by source, days in order: the search's fast path (DuckDB sorts on every core)
-            daily = pl.from_arrow(_fetch(con, f"SELECT source_id, day, mjd, flux_jy, err_jy, n_points FROM {bins} "
+            daily = pl.from_arrow(_fetch(con, f"SELECT source_id, day, mjd, flux_jy, err_jy FROM {bins} "
                                               "ORDER BY source_id, day"))
         n = "all" if touched is None else len(touched)
         say(f"refresh: statistics{' and ESE search' if daily is not None else ''} of {n} source(s)")
