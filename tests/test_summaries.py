@@ -131,3 +131,30 @@ def test_ties_in_flux_give_the_view_s_candidates():
     stats, _, _, _ = _step(bins, kept, until, None, [60119])
     assert_frame_equal(pl.from_arrow(stats).select("vs_max_abs", "vs_max_abs_m"),
                        _view_stats(bins).select("vs_max_abs", "vs_max_abs_m"), check_exact=False, rel_tol=1e-12)
+
+
+def test_screened_merge_of_a_few_days_equals_the_whole_merge():
+    """Merging a summary with a day or two of bins screens the sources first (only those whose candidate lists
+    the new bins can change are merged in full): the same summaries as merging every source, with short lists,
+    new extremes, NULL fluxes and sources without new bins among them."""
+    rng = np.random.default_rng(7)
+    old = _bins(rng, 30, range(60000, 60110))
+    short = _bins(rng, 3, range(60090, 60110)).to_pylist()           # S000-S002 again: 20 days, lists < 50
+    new = pl.from_arrow(pa.concat_tables([_bins(rng, 25, [60110, 60111], dips={(s, 60111) for s in range(0, 25, 4)}),
+                                          pa.Table.from_pylist([dict(r, source_id="T" + r["source_id"]) for r in short])]))
+    new = new.with_columns(pl.when((pl.col("source_id") == "S007") & (pl.col("day") == 60110)).then(None)
+                           .otherwise(pl.col("min_f_mjy")).alias("min_f_mjy")).to_arrow()
+    con = duckdb.connect()
+    con.register("old_bins", pa.concat_tables([old, pa.Table.from_pylist(
+        [dict(r, source_id="T" + r["source_id"]) for r in short[:10]])]))
+    con.register("new_bins", new)
+    summaries._merge(con, "base", None, "SELECT * FROM old_bins")
+    summaries._merge(con, "screened", "SELECT * FROM base", "SELECT * FROM new_bins", days=2)
+    con.execute(f"CREATE TABLE whole AS {summaries.MERGE_SQL}")       # the same sum_base and sum_bins views
+    a, b = (pl.from_arrow(con.sql(f"SELECT * FROM {t} ORDER BY source_id").to_arrow_table()) for t in ("screened", "whole"))
+    assert a.height == 33
+    assert_frame_equal(a, b, check_exact=False, rel_tol=1e-12)
+    kept = pl.from_arrow(con.sql("SELECT * FROM base ORDER BY source_id").to_arrow_table())
+    same = a.join(kept, on="source_id").filter(pl.col("lo") == pl.col("lo_right"), pl.col("hi") == pl.col("hi_right"))
+    assert 0 < same.height < 33           # some sources kept their lists, the dimmed ones did not
+    assert not set(same["source_id"]) & {f"S{s:03d}" for s in range(0, 25, 4)}

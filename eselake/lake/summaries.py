@@ -25,11 +25,13 @@ import pyarrow as pa
 RECENT_DAYS = 2           # the newest days kept out of the summaries (a day's tiles, late data of the day before)
 TOP = 50                  # two-epoch candidates per side (as in the variability_stats view)
 LAYOUT = 1                # version of this summary (recorded; another one is rebuilt)
+SCREEN_DAYS = 7          # a summary merged with bins of at most this many days screens the sources first
 PACK = 1 << 24            # a pair of candidate keys (day * 2 + k < 2^24: MJD < 8.3M) packed into one BIGINT
 
 # sum_base: summaries (source_id, columns below); sum_bins: daily_lightcurves rows. Both hold only the sources
-# to merge. Produces their merged summaries.
-MERGE_SQL = f"""
+# to merge. Produces their merged summaries. @EXT@: the sources to merge in full (changing) and their candidates
+# (ext); the others keep their summary's lists and maximal pairs
+_MERGE_SQL = f"""
 WITH parts AS (
     SELECT source_id, n_obs AS n_points, first_mjd, last_mjd, mean_f_mjy, m2_f, sum_w, wmean_f_mjy, wm2_f,
            min_f_mjy, max_f_mjy, n_unnormalized FROM sum_base
@@ -51,15 +53,14 @@ moments AS (
            sum(p.wm2_f + p.sum_w * (p.wmean_f_mjy - a.wmean_f_mjy) * (p.wmean_f_mjy - a.wmean_f_mjy)) AS wm2_f
     FROM parts p JOIN agg a USING (source_id) GROUP BY p.source_id
 ),
-ext AS (
-    SELECT source_id, 0 AS side, unnest(lo) AS x FROM sum_base
-    UNION ALL SELECT source_id, 1 AS side, unnest(hi) AS x FROM sum_base
-    UNION ALL SELECT source_id, 0 AS side, {{'key': day * 2, 'f': min_f_mjy, 'e': err_at_min_mjy}} AS x FROM sum_bins
+-- the bins' candidates: each day's faintest (side 0) and brightest (side 1) point
+bin_ext AS (
+    SELECT source_id, 0 AS side, {{'key': day * 2, 'f': min_f_mjy, 'e': err_at_min_mjy}} AS x FROM sum_bins
     UNION ALL SELECT source_id, 1 AS side,
                      {{'key': day * 2 + CAST(n_points > 1 AS BIGINT), 'f': max_f_mjy, 'e': err_at_max_mjy}} AS x
               FROM sum_bins
 ),
-lists AS MATERIALIZED (
+@EXT@lists AS MATERIALIZED (
     SELECT source_id, coalesce(arg_min(x, {{'f': x.f, 'k': x.key}}, {TOP}) FILTER (WHERE side = 0), []) AS lo,
            coalesce(arg_max(x, {{'f': x.f, 'k': x.key}}, {TOP}) FILTER (WHERE side = 1), []) AS hi
     FROM ext GROUP BY source_id
@@ -73,7 +74,8 @@ flags AS MATERIALIZED (
     FROM lists l LEFT JOIN sum_base b USING (source_id)
 ),
 old_keys AS (
-    SELECT DISTINCT source_id, unnest(list_transform(list_concat(lo, hi), lambda x: x.key)) AS key FROM sum_base
+    SELECT DISTINCT source_id, unnest(list_transform(list_concat(lo, hi), lambda x: x.key)) AS key
+    FROM sum_base SEMI JOIN changing USING (source_id)
 ),
 members AS MATERIALIZED (
     SELECT m.source_id, m.key, m.f, m.e, fl.fresh OR o.key IS NULL AS new
@@ -99,14 +101,51 @@ pm AS (
           FROM pairs GROUP BY source_id)
 )
 SELECT a.source_id, a.n_obs, a.first_mjd, a.last_mjd, a.mean_f_mjy, mo.m2_f, a.sum_w, a.wmean_f_mjy, mo.wm2_f,
-       a.min_f_mjy, a.max_f_mjy, a.n_unnormalized, l.lo, l.hi,
-       CASE WHEN fl.fresh OR fl.old_v IS NULL OR p.v > fl.old_v THEN p.v ELSE fl.old_v END AS pm_v,
-       CASE WHEN fl.fresh OR fl.old_v IS NULL OR p.v > fl.old_v THEN p.v_keys ELSE fl.old_v_keys END AS pm_v_keys,
-       CASE WHEN fl.fresh OR fl.old_m IS NULL OR p.m > fl.old_m THEN p.m ELSE fl.old_m END AS pm_m,
-       CASE WHEN fl.fresh OR fl.old_m IS NULL OR p.m > fl.old_m THEN p.m_keys ELSE fl.old_m_keys END AS pm_m_keys
-FROM agg a JOIN moments mo USING (source_id) JOIN lists l USING (source_id) JOIN flags fl USING (source_id)
-LEFT JOIN pm p USING (source_id)
+       a.min_f_mjy, a.max_f_mjy, a.n_unnormalized,
+       CASE WHEN l.source_id IS NULL THEN b.lo ELSE l.lo END AS lo,
+       CASE WHEN l.source_id IS NULL THEN b.hi ELSE l.hi END AS hi,
+       CASE WHEN l.source_id IS NULL THEN b.pm_v
+            WHEN fl.fresh OR fl.old_v IS NULL OR p.v > fl.old_v THEN p.v ELSE fl.old_v END AS pm_v,
+       CASE WHEN l.source_id IS NULL THEN b.pm_v_keys
+            WHEN fl.fresh OR fl.old_v IS NULL OR p.v > fl.old_v THEN p.v_keys ELSE fl.old_v_keys END AS pm_v_keys,
+       CASE WHEN l.source_id IS NULL THEN b.pm_m
+            WHEN fl.fresh OR fl.old_m IS NULL OR p.m > fl.old_m THEN p.m ELSE fl.old_m END AS pm_m,
+       CASE WHEN l.source_id IS NULL THEN b.pm_m_keys
+            WHEN fl.fresh OR fl.old_m IS NULL OR p.m > fl.old_m THEN p.m_keys ELSE fl.old_m_keys END AS pm_m_keys
+FROM agg a JOIN moments mo USING (source_id) LEFT JOIN sum_base b USING (source_id)
+LEFT JOIN lists l USING (source_id) LEFT JOIN flags fl USING (source_id) LEFT JOIN pm p USING (source_id)
 """
+# every source's candidates
+MERGE_SQL = _MERGE_SQL.replace("@EXT@", """changing AS MATERIALIZED (SELECT source_id FROM agg),
+ext AS (
+    SELECT source_id, 0 AS side, unnest(lo) AS x FROM sum_base
+    UNION ALL SELECT source_id, 1 AS side, unnest(hi) AS x FROM sum_base
+    UNION ALL SELECT * FROM bin_ext
+),
+""")
+# a summary merged with a day or two of bins: most sources' extremes of those days are not among their 50, so
+# only the sources whose lists the bins can change are merged in full: no summary, a list shorter than TOP, a
+# candidate that passes the list's last (or a NULL flux: not compared). The lists, pairs and maximal pairs of
+# the others stay their summary's. (Screening many days of bins costs more than it saves.)
+SCREENED_MERGE_SQL = _MERGE_SQL.replace("@EXT@", f"""ends AS (
+    SELECT source_id, lo, hi,
+           list_max(list_transform(lo, lambda x: {{'f': x.f, 'k': x.key}})) AS lo_last,
+           list_min(list_transform(hi, lambda x: {{'f': x.f, 'k': x.key}})) AS hi_last,
+           list_bool_or(list_transform(list_concat(lo, hi), lambda x: x.f IS NULL)) AS has_null
+    FROM sum_base
+),
+changing AS MATERIALIZED (
+    SELECT DISTINCT n.source_id FROM bin_ext n LEFT JOIN ends b USING (source_id)
+    WHERE b.source_id IS NULL OR n.x.f IS NULL OR coalesce(b.has_null, true)
+       OR (n.side = 0 AND (len(b.lo) < {TOP} OR {{'f': n.x.f, 'k': n.x.key}} < b.lo_last))
+       OR (n.side = 1 AND (len(b.hi) < {TOP} OR {{'f': n.x.f, 'k': n.x.key}} > b.hi_last))
+),
+ext AS (
+    SELECT source_id, 0 AS side, unnest(lo) AS x FROM sum_base SEMI JOIN changing USING (source_id)
+    UNION ALL SELECT source_id, 1 AS side, unnest(hi) AS x FROM sum_base SEMI JOIN changing USING (source_id)
+    UNION ALL SELECT * FROM bin_ext SEMI JOIN changing USING (source_id)
+),
+""")
 
 # the columns of variability_stats from summaries (relation ``sums``), with the view's formulas
 STATS_SQL = """
@@ -131,12 +170,13 @@ _EMPTY_BASE = """SELECT CAST(NULL AS VARCHAR) AS source_id, CAST(NULL AS BIGINT)
     CAST(NULL AS BIGINT[]) AS pm_m_keys WHERE false"""
 
 
-def _merge(con, table: str, base: str, bins: str) -> None:
+def _merge(con, table: str, base: str | None, bins: str, days: int | None = None) -> None:
     """CREATE TEMP TABLE ``table`` as the merge of summaries ``base`` (a relation, or None: none) and bins
-    ``bins`` (a relation of daily_lightcurves rows)."""
+    ``bins`` (a relation of daily_lightcurves rows, of ``days`` days at most when known)."""
     con.execute(f"CREATE OR REPLACE TEMP VIEW sum_base AS {base or _EMPTY_BASE}")
     con.execute(f"CREATE OR REPLACE TEMP VIEW sum_bins AS {bins}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {MERGE_SQL}")
+    screen = base is not None and days is not None and days <= SCREEN_DAYS
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {SCREENED_MERGE_SQL if screen else MERGE_SQL}")
 
 
 def statistics(con, *, kept: str | None, until_day: int | None, touched: str | None,
@@ -154,7 +194,7 @@ def statistics(con, *, kept: str | None, until_day: int | None, touched: str | N
         # whole: every source's summary of its days before the newest RECENT_DAYS
         until = (newest if newest is not None else 0) - RECENT_DAYS + 1
         _merge(con, "_sums", None, f"SELECT * FROM daily_all WHERE day < {until}")
-        return _stats(con, "_sums", until, inside), con.sql("SELECT * FROM _sums ORDER BY source_id").to_arrow_table(), \
+        return _stats(con, "_sums", until, newest, inside), con.sql("SELECT * FROM _sums ORDER BY source_id").to_arrow_table(), \
             until, None
     until = max(until_day, (max(changed_days) if changed_days else until_day) - RECENT_DAYS + 1)
     rebuild = touched is not None and changed_days and min(changed_days) < until_day
@@ -165,10 +205,11 @@ def statistics(con, *, kept: str | None, until_day: int | None, touched: str | N
     if until > until_day:    # move forward: merged with the bins in between
         skip = f" AND source_id NOT IN (SELECT source_id FROM {touched})" if rebuild else ""
         moved = f"SELECT * FROM daily_all WHERE day >= {until_day} AND day < {until}{skip}"
-        _merge(con, "_moved", f"SELECT * FROM {kept} WHERE source_id IN (SELECT source_id FROM ({moved}))", moved)
+        _merge(con, "_moved", f"SELECT * FROM {kept} WHERE source_id IN (SELECT source_id FROM ({moved}))", moved,
+               days=until - until_day)
         parts.append("_moved")
     if not parts:
-        return _stats(con, kept, until, inside), None, until, []
+        return _stats(con, kept, until, newest, inside), None, until, []
     new = " UNION ALL ".join(f"SELECT * FROM {p}" for p in parts)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _new AS {new}")
     con.execute(f"CREATE OR REPLACE TEMP VIEW _sums_all AS SELECT * FROM _new UNION ALL SELECT * FROM {kept} "
@@ -177,14 +218,15 @@ def statistics(con, *, kept: str | None, until_day: int | None, touched: str | N
     changed = [r[0] for r in con.execute("SELECT source_id FROM _new").fetchall()]
     if rebuild:
         changed += [r[0] for r in con.execute(f"SELECT source_id FROM {touched}").fetchall()]
-    return _stats(con, "_sums_all", until, inside), \
+    return _stats(con, "_sums_all", until, newest, inside), \
         con.sql("SELECT * FROM _new ORDER BY source_id").to_arrow_table(), until, sorted(set(changed))
 
 
-def _stats(con, sums: str, until: int, inside: str) -> pa.Table:
+def _stats(con, sums: str, until: int, newest: int | None, inside: str) -> pa.Table:
     """Statistics of the sources of ``inside`` (a filter on source_id; "" all): summaries ``sums`` merged with
-    their bins from ``until`` on."""
+    their bins from ``until`` on (to ``newest``)."""
     _merge(con, "_final", f"SELECT * FROM {sums} WHERE true{inside}",
-           f"SELECT * FROM daily_all WHERE day >= {until}{inside}")
+           f"SELECT * FROM daily_all WHERE day >= {until}{inside}",
+           days=None if newest is None else max(newest - until + 1, 0))
     con.execute("CREATE OR REPLACE TEMP VIEW sums AS SELECT * FROM _final")
     return con.sql(STATS_SQL).to_arrow_table()
