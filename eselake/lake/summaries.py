@@ -173,9 +173,14 @@ _EMPTY_BASE = """SELECT CAST(NULL AS VARCHAR) AS source_id, CAST(NULL AS BIGINT)
 def _merge(con, table: str, base: str | None, bins: str, days: int | None = None) -> None:
     """CREATE TEMP TABLE ``table`` as the merge of summaries ``base`` (a relation, or None: none) and bins
     ``bins`` (a relation of daily_lightcurves rows, of ``days`` days at most when known)."""
-    con.execute(f"CREATE OR REPLACE TEMP VIEW sum_base AS {base or _EMPTY_BASE}")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW sum_bins AS {bins}")
     screen = base is not None and days is not None and days <= SCREEN_DAYS
+    base = base or _EMPTY_BASE
+    if screen:      # a few days: the summaries and bins are read once, not by each part of the query
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _sum_base AS {base}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _sum_bins AS {bins}")
+        base, bins = "SELECT * FROM _sum_base", "SELECT * FROM _sum_bins"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW sum_base AS {base}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW sum_bins AS {bins}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {SCREENED_MERGE_SQL if screen else MERGE_SQL}")
 
 
