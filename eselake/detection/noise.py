@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eselake.detection.jit import jit
+from eselake.detection.jit import jit, pairwise_sum
 
 SF_LAGS = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256])           # days
 TAU_GRID = np.array([3.0, 7.0, 15.0, 30.0, 60.0, 120.0, 250.0, 500.0])        # days
@@ -28,36 +28,34 @@ _CAPPED_ABS_MEAN = 0.7971                 # E min(|z|, 3) of a unit normal
 @jit
 def _robust_sd_lag(y, e, present, lag, in_errors):
     """Per row: robust standard deviation of y_(t+lag) - y_t over pairs of observed days (mean |d| capped at 3
-    sigma; d in units of the pair's error when ``in_errors``), the number of pairs and their rms error."""
+    sigma; d in units of the pair's error when ``in_errors``), the number of pairs and their rms error. Sums run
+    as numpy's (``pairwise_sum``), so the figures are numpy's to the last bit."""
     n, m = y.shape
     sd = np.zeros(n)
     count = np.zeros(n, np.int64)
     ew = np.zeros(n)
+    k = max(m - lag, 0)
+    a = np.zeros(k)             # |d| of the row's pairs (0 where a day is missing)
+    e2 = np.zeros(k)            # their squared errors
     for i in range(n):
-        s = 0.0
         c = 0
-        se = 0.0
-        for j in range(m - lag):
+        for j in range(k):
+            a[j] = 0.0
+            e2[j] = 0.0
             if present[i, j] and present[i, j + lag]:
-                e2 = e[i, j + lag] ** 2 + e[i, j] ** 2
+                e2[j] = e[i, j + lag] ** 2 + e[i, j] ** 2
                 d = y[i, j + lag] - y[i, j]
                 if in_errors:
-                    d = d / np.sqrt(e2)
-                s += abs(d)
-                se += e2
+                    d = d / np.sqrt(e2[j])
+                a[j] = abs(d)
                 c += 1
         nn = max(c, 1)
-        cap = 3 * (s / nn / _ABS_MEAN)
-        s = 0.0
-        for j in range(m - lag):
-            if present[i, j] and present[i, j + lag]:
-                d = y[i, j + lag] - y[i, j]
-                if in_errors:
-                    d = d / np.sqrt(e[i, j + lag] ** 2 + e[i, j] ** 2)
-                s += min(abs(d), cap)
-        sd[i] = s / nn / _CAPPED_ABS_MEAN
+        cap = 3 * (pairwise_sum(a, 0, k) / nn / _ABS_MEAN)
+        for j in range(k):
+            a[j] = np.minimum(a[j], cap)
+        sd[i] = pairwise_sum(a, 0, k) / nn / _CAPPED_ABS_MEAN
         count[i] = c
-        ew[i] = np.sqrt(se / nn)
+        ew[i] = np.sqrt(pairwise_sum(e2, 0, k) / nn)
     return sd, count, ew
 
 

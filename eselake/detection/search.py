@@ -36,7 +36,7 @@ import polars as pl
 import scipy.fft as sfft
 
 from eselake.detection import noise, templates
-from eselake.detection.jit import jit
+from eselake.detection.jit import jit, pairwise_sum
 from eselake.detection.falsealarm import fap_per_source_year, sigma_from_fap
 
 PRESET_FAP = {"conservative": 1e-4, "moderate": 1e-3, "sensitive": 1e-2}   # false candidates per source-year
@@ -209,6 +209,15 @@ class _Win:
         self.Kw = ctx.Kw[r, cc]; self.Kwt = ctx.Kwt[r, cc]
         self.base = ctx.base.sub(self.rows)
 
+    def sums(self, tables, si, center, dur):
+        """``fit``'s num, den and C alone (what a profile of the refinement needs), in one compiled pass: the
+        same numbers as ``fit``'s, bit for bit (numpy's pairwise sums)."""
+        A, B, C, num = _template_sums(tables, np.asarray(si, np.int64), self.tt, self.w, self.tau, self.r0,
+                                      np.asarray(center, float), np.asarray(dur, float), 1.0 / templates.DV,
+                                      templates.V_MAX / templates.DV)
+        den, _, _ = self.base.project(A, B, C)
+        return {"num": num, "den": den, "C": C}
+
     def fit(self, tables, si, center, dur, red: bool = False, sub=None):
         """Linear fit of template (tables[si], centre days, duration days); returns dict of per-row sums."""
         w, tt, tau, r0 = self.w, self.tt, self.tau, self.r0
@@ -226,6 +235,40 @@ class _Win:
                 + c1 ** 2 * ctx.Qtt[rows]
             out["red"] = sr ** 2 * np.maximum(uku, 0.0)
         return out
+
+
+@jit
+def _template_sums(tables, si, tt, w, tau, r0, center, dur, per_dv, v0):
+    """Per row i: A = sum w s, B = sum w s tau, C = sum w s^2 and num = sum w s r0 over the window, s the
+    template tables[si[i]] at (tt - center) / dur (nearest of the table's steps, 0 outside it), as
+    ``templates.evaluate`` and numpy's row sums give them."""
+    r, width = tt.shape
+    nv = tables.shape[1]
+    A = np.empty(r)
+    B = np.empty(r)
+    C = np.empty(r)
+    num = np.empty(r)
+    ws = np.empty(width)
+    wst = np.empty(width)
+    wss = np.empty(width)
+    wsr = np.empty(width)
+    for i in range(r):
+        scale = per_dv / dur[i]
+        for j in range(width):
+            pos = (tt[i, j] - center[i]) * scale + v0
+            s = 0.0
+            if pos >= 0 and pos <= nv - 1:
+                s = tables[si[i], int(np.rint(pos))]
+            x = w[i, j] * s
+            ws[j] = x
+            wst[j] = x * tau[i, j]
+            wss[j] = x * s
+            wsr[j] = x * r0[i, j]
+        A[i] = pairwise_sum(ws, 0, width)
+        B[i] = pairwise_sum(wst, 0, width)
+        C[i] = pairwise_sum(wss, 0, width)
+        num[i] = pairwise_sum(wsr, 0, width)
+    return A, B, C, num
 
 
 def _z(fit, red=None):
@@ -641,7 +684,7 @@ def _refine(ctx: _Ctx, r, fit, dur0):
     keys, si = _shape_keys(sub)
     tables = np.stack([templates.make_shape(*kk).table for kk in keys])
     R = sub["R"]
-    prof = lambda c, d, tab=tables, s=si: np.maximum(_z(win.fit(tab, s, c, d)), 0.0) ** 2 / (1 + R)
+    prof = lambda c, d, tab=tables, s=si: np.maximum(_z(win.sums(tab, s, c, d)), 0.0) ** 2 / (1 + R)
     c, d = sub["center"], sub["dur"]
     cands = [(None, 0.0)] + [(a, s) for a in templates.ALPHAS_FINE for s in templates.SIZES_FINE]
     ctab = np.stack([templates.make_shape(*kk).table for kk in cands])
