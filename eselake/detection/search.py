@@ -7,8 +7,8 @@ calibrated to a false-alarm rate per source-year (``falsealarm``); lens/dip fits
 (fast rise, exponential decay) and a step. Every source's row depends only on that source's rows.
 
 Stages (vectorised over sources; Python loops run over template shapes, durations and refinement offsets; the
-loops over days of the despiking, the noise statistics, the coarse scan's binning and best centres and the
-alternatives are compiled, ``jit``):
+loops over days of the despiking, the noise statistics, the coarse scan's binning and best centres, the
+refinement's template sums and the alternatives are compiled, ``jit``, and add as numpy does):
 1. dense per-source day grids; an error scale k0 from consecutive nights; every night capped at 4 sigma from
    the running median of its +-4-day neighbourhood (``noise.despike``: one bad night cannot make a dip).
 2. coarse scan, white noise: per duration (14-224 d, sqrt(2) steps) the weighted data are binned to
