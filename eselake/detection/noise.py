@@ -184,43 +184,29 @@ def fit_drw(sd, ew, npairs, lags=SF_LAGS, min_pairs: int = 12, tau_min=None):
     return np.sqrt(k2), np.where(ok1, np.sqrt(s2_b), 0.0), tau_b
 
 
-def ar1_filter(x: np.ndarray, rho: float) -> np.ndarray:
-    """y_j = x_j + rho y_(j-1) along the last axis: scipy.signal.lfilter([1], [1, -rho], x), bit for bit."""
+def ar1_filter(x: np.ndarray, rho) -> np.ndarray:
+    """y_j = x_j + rho y_(j-1) along the last axis: scipy.signal.lfilter([1], [1, -rho], x), bit for bit; ``rho``
+    one value, or one per row of a 2-D ``x``."""
     x = np.asarray(x, dtype=float)
-    y = np.array(x.reshape(-1, x.shape[-1]), order="C") if x.ndim else x.copy()
-    _ar1_rows(y, float(rho))
+    y = np.array(x.reshape(-1, x.shape[-1]), order="C") if x.ndim else x.reshape(1, 1).copy()
+    _ar1_rows(y, np.broadcast_to(np.asarray(rho, float), y.shape[:1]))
     return y.reshape(x.shape)
 
 
 @jit
 def _ar1_rows(y, rho):
-    """ar1_filter of every row of ``y``, in place."""
+    """ar1_filter of every row of ``y`` in place, rho[i] for row i."""
     for i in range(y.shape[0]):
         for j in range(1, y.shape[1]):
-            y[i, j] = y[i, j] + rho * y[i, j - 1]
+            y[i, j] = y[i, j] + rho[i] * y[i, j - 1]
 
 
 def drw_apply(u: np.ndarray, tau_days: np.ndarray) -> np.ndarray:
-    """K u for each row u of a daily grid, K_tt' = exp(-|t - t'| / tau), tau per row (days)."""
-    u = np.ascontiguousarray(u, dtype=float)
-    out = np.empty_like(u)
-    _drw_rows(u, np.exp(-1.0 / np.asarray(tau_days, float)), out)
-    return out
-
-
-@jit
-def _drw_rows(u, rho, out):
-    """out_t = fwd_t + bwd_t - u_t per row: the forward and backward ar1 filters of u (rho per row)."""
-    n, m = u.shape
-    for i in range(n):
-        f = 0.0
-        for j in range(m):
-            f = u[i, j] + rho[i] * f if j else u[i, j]
-            out[i, j] = f
-        b = 0.0
-        for j in range(m - 1, -1, -1):
-            b = u[i, j] + rho[i] * b if j < m - 1 else u[i, j]
-            out[i, j] = out[i, j] + b - u[i, j]
+    """K u for each row u of a daily grid, K_tt' = exp(-|t - t'| / tau), tau per row (days): the forward and
+    backward first-order filters of u, less u (counted by both)."""
+    u = np.asarray(u, dtype=float)
+    rho = np.exp(-1.0 / np.asarray(tau_days, float))
+    return ar1_filter(u, rho) + ar1_filter(u[:, ::-1], rho)[:, ::-1] - u
 
 
 def drw_quadratic(u: np.ndarray, tau_days: np.ndarray) -> np.ndarray:
