@@ -111,19 +111,27 @@ def _prepare(daily):
 
 def _dense(sel, starts, counts, day, mjd, flux, err):
     """Dense day grids of sources ``sel``: row i, column j = day first[i] + j; absent days not ``present``."""
-    cnt = counts[sel]
-    row = np.repeat(np.arange(len(sel)), cnt)
-    idx = np.repeat(starts[sel] - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
-    d = day[idx]
     first = day[starts[sel]]
-    last = day[starts[sel] + cnt - 1]
+    last = day[starts[sel] + counts[sel] - 1]
     m = int((last - first).max()) + 1
-    col = d - first[row]
     shape = (len(sel), m)
     y = np.zeros(shape); e = np.ones(shape); present = np.zeros(shape, bool)
     t = first[:, None] + np.arange(m)[None, :] + 0.5
-    y[row, col] = flux[idx]; e[row, col] = err[idx]; t[row, col] = mjd[idx]; present[row, col] = True
+    _fill_dense(sel, starts, counts, day, mjd, flux, err, first, y, e, t, present)
     return first, last, y, e, t, present
+
+
+@jit
+def _fill_dense(sel, starts, counts, day, mjd, flux, err, first, y, e, t, present):
+    """Row i of the grids: the days of source sel[i] (rows starts[sel[i]] on, counts[sel[i]] of them)."""
+    for i in range(sel.size):
+        s = starts[sel[i]]
+        for k in range(s, s + counts[sel[i]]):
+            j = day[k] - first[i]
+            y[i, j] = flux[k]
+            e[i, j] = err[k]
+            t[i, j] = mjd[k]
+            present[i, j] = True
 
 
 # ------------------------------------------------------------------------------------------ linear algebra
