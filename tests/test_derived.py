@@ -120,6 +120,42 @@ def test_refresh_is_incremental_and_reads_derived(tmp_path):
     assert_derived_equal_views(lake)
 
 
+def test_candidates_are_current_for_other_readers_when_the_refresh_says_so(tmp_path):
+    """The refresh says "candidates current" once its candidate list holds the new image: a reader opened at
+    that moment is served the kept candidates, equal to the views computed from scratch on its snapshot."""
+    from eselake.detection.search import search_lightcurves
+    from eselake.lake.derived import derived_state
+
+    sim = _sim(n_images=30, seed=2)
+    lake = Lake(tmp_path / "lake")
+    lake.commit_batch(sim.images.slice(0, 29), sim.photometry.filter(
+        pc.is_in(sim.photometry.column("image_id"), sim.images.column("image_id").slice(0, 29))))
+    refresh(lake, full=True)
+    im = sim.images.to_pylist()[29]
+    lake.commit_image(im, _rows(sim, im["image_id"]))
+    seen = []
+
+    def say(msg):
+        if msg != "refresh: candidates current":
+            return
+        reader = Lake(lake.path)
+        state = derived_state(reader)
+        kept, scratch = reader.connect(derived=True), reader.connect(derived=False)
+        try:
+            q = "SELECT * FROM {} ORDER BY source_id"
+            seen.append((state, pl.from_arrow(fetch_arrow(kept, q.format("ese_search"))),
+                         search_lightcurves(fetch_arrow(scratch, q.format("daily_lightcurves")))))
+        finally:
+            kept.close()
+            scratch.close()
+    assert refresh(lake, progress=say)["mode"] == "incremental"
+    assert len(seen) == 1
+    state, kept, scratch = seen[0]
+    assert state["ese_candidates"] == "current" and state["ese_search"] == "current"
+    assert kept.height == 25 and kept["last_mjd"].max() == pytest.approx(im["mjd"])  # holds the new image
+    assert_frame_equal(kept, scratch, check_exact=False, rel_tol=1e-9, abs_tol=1e-9, check_dtypes=False)
+
+
 def test_full_refresh_rederives_reference_set(tmp_path):
     sim = _sim(n_images=20, seed=5)
     lake = Lake(tmp_path / "lake")

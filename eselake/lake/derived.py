@@ -822,24 +822,33 @@ def _refresh_sources(lake, snaps, touched: set[str] | None, say, *, full: bool,
                                               "ORDER BY source_id, day"))
         n = "all" if touched is None else len(touched)
         say(f"refresh: statistics{' and ESE search' if daily is not None else ''} of {n} source(s)")
+
+        def statistics():
+            stats, sums, until_day, moved = summaries.statistics(
+                con, kept="kept_sums" if until is not None else None, until_day=until,
+                touched=None if touched is None else "_touched", changed_days=days)
+            # committed while the search runs; first the summaries (statistics committed imply summaries
+            # committed), and both before the search results (a refresh killed in between redoes every source)
+            if moved is None or moved:
+                _merge_whole(lake, snaps, "source_summaries", sums, None if moved is None else set(moved), full,
+                             until_day=until_day)
+            _merge_whole(lake, snaps, "source_stats", stats, touched, full)
+            return stats.num_rows
         # DuckDB computes the statistics (without the GIL) while the search runs in numpy
         with ThreadPoolExecutor(1) as pool:
-            stats_done = pool.submit(summaries.statistics, con, kept="kept_sums" if until is not None else None,
-                                     until_day=until, touched=None if touched is None else "_touched",
-                                     changed_days=days)
+            stats_done = pool.submit(statistics)
             search = search_fn(daily).to_arrow() if daily is not None else None
-            stats, sums, until, moved = stats_done.result()
+            n_stats = stats_done.result()
     finally:
         con.close()
-    say("refresh: committing statistics, search results and candidates")
-    if moved is None or moved:          # first the summaries: statistics committed imply summaries committed
-        _merge_whole(lake, snaps, "source_summaries", sums, None if moved is None else set(moved), full,
-                     until_day=until)
-    _merge_whole(lake, snaps, "source_stats", stats, touched, full)
     if search is not None:
+        say("refresh: committing search results and candidates")
         _merge_whole(lake, snaps, "ese_search", search, touched, full)
         _refresh_candidates(lake, snaps)
-    return stats.num_rows
+        # from here on every reader is served candidates that hold the new data (the by-source copy and the
+        # gains' bookkeeping that follow change no candidate)
+        say("refresh: candidates current")
+    return n_stats
 
 
 def _summaries_until(snaps, dsnaps, root=None) -> int | None:
